@@ -1,0 +1,1 @@
+"""One module per resource server: tasks, tools and the verifier call."""

@@ -1,0 +1,56 @@
+"""The one table of gym_nemo env ids. ``register_all()`` (run by ``import gym_nemo``) puts them in
+Gymnasium's registry under the ``nemo`` namespace."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+
+#: Hard cap on steps per episode (Gymnasium's TimeLimit). Each env truncates at its own ``max_turns``
+#: (default 8) first and says so in the observation; raise both to allow longer episodes, e.g.
+#: ``gym.make(id, max_turns=100, max_episode_steps=100)``.
+MAX_EPISODE_STEPS = 64
+
+
+@dataclass(frozen=True)
+class EnvEntry:
+    """One registered environment: its entry point, a one-line summary, and default kwargs."""
+
+    entry_point: str
+    summary: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    max_episode_steps: int = MAX_EPISODE_STEPS
+
+
+ENVS: dict[str, EnvEntry] = {
+    "nemo/CodeExec-v0": EnvEntry(
+        entry_point="gym_nemo.envs.code_exec:CodeExecEnv",
+        summary="HumanEval (164 problems) with a sandboxed execute_python tool; reward 1.0 iff all hidden tests pass",
+    ),
+}
+
+
+def register_all() -> None:
+    """Register every env in ``ENVS`` with Gymnasium (idempotent)."""
+    for env_id, entry in ENVS.items():
+        if env_id in gym.registry:
+            continue
+        gym.register(
+            id=env_id,
+            entry_point=entry.entry_point,
+            max_episode_steps=entry.max_episode_steps,
+            kwargs=dict(entry.kwargs),
+            disable_env_checker=True,  # the passive checker rejects nothing useful for text and costs a copy
+        )
+
+
+def env_class(env_id: str) -> type:
+    """The class behind a registered id (for tools that need its task loader without building an env)."""
+    spec = gym.spec(env_id)
+    entry = spec.entry_point
+    if callable(entry):
+        return entry  # type: ignore[return-value]
+    module, _, name = entry.partition(":")
+    return getattr(__import__(module, fromlist=[name]), name)

@@ -1,0 +1,72 @@
+"""The ``Sandbox`` protocol every backend implements, and what a run returns."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits for one run. ``timeout_s`` is wall time; CPU time is capped just above it."""
+
+    timeout_s: float = 10.0
+    memory_mb: int = 1024  # address space
+    max_output_bytes: int = 1 << 20  # per stream; the process is killed once it prints past this
+    max_file_mb: int = 16
+    max_open_files: int = 64
+    max_processes: int = 64
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """Outcome of one run. Exactly what happened, with a flag for every limit that was hit.
+
+    ``infra_error`` is set when the sandbox itself failed (could not start, died): the code's own
+    failures show up as ``exit_code``/``stderr`` instead.
+    """
+
+    stdout: str = ""
+    stderr: str = ""
+    exit_code: int | None = None
+    timed_out: bool = False
+    duration_s: float = 0.0
+    output_truncated: bool = False
+    memory_exceeded: bool = False
+    cpu_time_exceeded: bool = False
+    file_size_exceeded: bool = False
+    infra_error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out and self.infra_error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@runtime_checkable
+class Sandbox(Protocol):
+    """Runs untrusted code. Backends: ``local`` (embedded default) and ``docker``."""
+
+    name: str
+
+    def run(
+        self,
+        code: str,
+        *,
+        language: str = "python",
+        stdin: str = "",
+        timeout: float | None = None,
+        memory_mb: int | None = None,
+    ) -> ExecResult:
+        """Run ``code`` once in a fresh scratch directory and return what happened."""
+        ...
+
+    def enforced(self) -> dict[str, bool]:
+        """Which protections this backend actually enforces on this host (name -> enforced)."""
+        ...
+
+    def close(self) -> None:
+        """Release every process and file the sandbox holds."""
+        ...

@@ -1,0 +1,1 @@
+"""Pure verifiers: (task fields, response) -> Verdict."""
