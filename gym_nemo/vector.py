@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import gymnasium as gym
@@ -35,3 +36,16 @@ def make_vec(
         raise ValueError("shared_memory=True corrupts text observations; gym_nemo always uses False")
     return gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=vectorization_mode,
                         vector_kwargs=kwargs, **env_kwargs)
+
+
+def unbatch_info(info: Mapping[str, Any], index: int) -> dict[str, Any]:
+    """The info dict of sub-env ``index`` out of a vector env's batched info (arrays + ``_key`` masks)."""
+    out: dict[str, Any] = {}
+    for key, value in info.items():
+        if key.startswith("_"):
+            continue
+        mask = info.get(f"_{key}")
+        if mask is not None and not mask[index]:
+            continue
+        out[key] = unbatch_info(value, index) if isinstance(value, Mapping) else value[index]
+    return out

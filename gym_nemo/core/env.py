@@ -118,13 +118,7 @@ class TextEnv(gym.Env[str, str]):
         self.max_observation_chars = max_observation_chars
         self._system_prompt = system_prompt
 
-        if data is None:
-            rows: Sequence[Mapping[str, Any]] = self.bundled_rows()
-        elif isinstance(data, (str, Path)):
-            rows = read_jsonl(data)
-        else:
-            rows = list(data)
-        self.tasks = TaskSource(rows, self.row_to_task, task_ids)
+        self.tasks = self.load_tasks(data, task_ids)
         self._tools: dict[str, Tool] = {t.name: t for t in self.make_tools()}
 
         self.observation_space = UnicodeText(max_observation_chars + 4_096)
@@ -137,6 +131,21 @@ class TextEnv(gym.Env[str, str]):
         self._attempts = 0
         self._return = 0.0
         self._done = False
+
+    @classmethod
+    def load_tasks(
+        cls,
+        data: str | Path | Sequence[Mapping[str, Any]] | None = None,
+        task_ids: Sequence[str] | None = None,
+    ) -> TaskSource:
+        """The task pool an env built with these arguments uses (without building the env)."""
+        if data is None:
+            rows: Sequence[Mapping[str, Any]] = cls.bundled_rows()
+        elif isinstance(data, (str, Path)):
+            rows = read_jsonl(data)
+        else:
+            rows = list(data)
+        return TaskSource(rows, cls.row_to_task, task_ids)
 
     # ------------------------------------------------------------------ hooks for subclasses
     @classmethod

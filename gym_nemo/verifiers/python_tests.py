@@ -72,8 +72,11 @@ def _main(prelude, solution, tests, entry_point):
     except BaseException as exc:
         load_error = (type(exc).__name__ + ": " + str(exc))[:500]
     if load_error is None:
-        test_ns = {"__name__": "__tests__", "__builtins__": test_builtins, "%(record)s": record,
-                   entry_point: guard(fn), "candidate": guard(fn)}
+        # Tests see the solution's globals (HumanEval's tests call helpers from the prompt), but with
+        # the builtins snapshot and the guarded candidate.
+        test_ns = dict(namespace)
+        test_ns.update({"__name__": "__tests__", "__builtins__": test_builtins, "%(record)s": record,
+                        entry_point: guard(fn)})
         try:
             exec(compile(tests, "<tests>", "exec"), test_ns)
             if callable(test_ns.get("check")):

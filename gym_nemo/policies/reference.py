@@ -1,0 +1,65 @@
+"""``ReferencePolicy``: replays each task's reference solution, so rollouts need no model or GPU.
+
+Each episode it first calls the env's first tool with the reference code (a real multi-turn episode
+through the sandbox), then submits the reference as its final answer. With ``corrupt_rate`` > 0 a seeded
+share of episodes submit a broken answer instead (wrong return value, syntax error, or no code block),
+so rewards are mixed and every verifier path runs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from gym_nemo.core.task import TaskSource
+from gym_nemo.core.tool_calls import last_code_block
+
+CORRUPTIONS = ("wrong_return", "syntax_error", "no_code")
+
+
+def corrupt(answer: str, kind: str) -> str:
+    """A broken variant of a reference answer."""
+    code = last_code_block(answer) or ""
+    if kind == "wrong_return":
+        # Shadow the solution with a function of the same name that returns None.
+        lines = [ln for ln in code.splitlines() if ln.lstrip().startswith("def ")]
+        stub = f"{lines[-1].rstrip()}\n    return None\n" if lines else "pass\n"
+        return f"```python\n{code}\n\n{stub.lstrip()}```"
+    if kind == "syntax_error":
+        return f"```python\n{code[: max(1, len(code) // 2)]}\n  )(\n```"
+    return "I believe the function is straightforward, so I will describe it in words instead of code."
+
+
+class ReferencePolicy:
+    """Replays reference solutions (see the module docstring). ``tasks`` must hold every task id played."""
+
+    name = "reference"
+
+    def __init__(self, tasks: TaskSource, *, corrupt_rate: float = 0.0, use_tools: bool = True, seed: int = 0):
+        if not 0.0 <= corrupt_rate <= 1.0:
+            raise ValueError("corrupt_rate must be in [0, 1]")
+        self.tasks = tasks
+        self.corrupt_rate = corrupt_rate
+        self.use_tools = use_tools
+        self.rng = np.random.default_rng(seed)
+
+    def act(self, observations: Sequence[str], infos: Sequence[Mapping[str, Any]]) -> list[str]:
+        return [self._act_one(info) for info in infos]
+
+    def _act_one(self, info: Mapping[str, Any]) -> str:
+        task = self.tasks.by_id(str(info["task_id"]))
+        if task.reference is None:
+            raise ValueError(f"task {task.task_id!r} has no reference solution to replay")
+        turn = int(info.get("turn", 0))
+        code_tools = [t["function"]["name"] for t in info.get("tools", ())
+                      if "code" in t["function"].get("parameters", {}).get("properties", {})]
+        if self.use_tools and turn == 0 and code_tools:
+            code = last_code_block(task.reference) or task.reference
+            call = {"name": code_tools[0], "arguments": {"code": code + "\nprint('compiled ok')"}}
+            return f"Let me check that my solution compiles.\n<tool_call>\n{json.dumps(call)}\n</tool_call>"
+        if self.rng.random() < self.corrupt_rate:
+            return corrupt(task.reference, CORRUPTIONS[int(self.rng.integers(len(CORRUPTIONS)))])
+        return f"Here is my solution:\n{task.reference}"

@@ -1,0 +1,6 @@
+"""Rollout collection: run a policy against vectorized envs and write one JSONL record per episode."""
+
+from gym_nemo.rollout.collect import RolloutSummary, collect_rollouts
+from gym_nemo.rollout.records import EpisodeRecord, to_jsonable
+
+__all__ = ["EpisodeRecord", "RolloutSummary", "collect_rollouts", "to_jsonable"]

@@ -1,0 +1,77 @@
+"""One JSONL record per episode (DESIGN.md "Records")."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import numpy as np
+
+
+def to_jsonable(value: Any) -> Any:
+    """Plain JSON types from what vector envs hand back (numpy scalars and object arrays, tuples)."""
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return [to_jsonable(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        return to_jsonable(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+@dataclass
+class EpisodeRecord:
+    """Everything about one finished episode that a trainer, an evaluator or a re-scorer needs.
+
+    Written as the task row's fields (NeMo Gym-compatible: ``responses_create_params`` and the verifier
+    fields pass through unchanged) plus the keys below.
+    """
+
+    env_id: str
+    task_id: str
+    task_row: dict[str, Any]
+    messages: list[dict[str, Any]]
+    reward: float
+    step_rewards: list[float] = field(default_factory=list)
+    reward_components: list[dict[str, float]] = field(default_factory=list)
+    verdict: dict[str, Any] | None = None
+    terminated: bool = False
+    truncated: bool = False
+    infra_error: str | None = None
+    num_turns: int = 0
+    duration_s: float = 0.0
+    policy: str = ""
+    seed: int | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+
+    def to_row(self) -> dict[str, Any]:
+        row = dict(self.task_row)
+        row.update(
+            env_id=self.env_id,
+            task_id=self.task_id,
+            messages=self.messages,
+            reward=self.reward,
+            step_rewards=self.step_rewards,
+            reward_components=self.reward_components,
+            verdict=self.verdict,
+            terminated=self.terminated,
+            truncated=self.truncated,
+            infra_error=self.infra_error,
+            num_turns=self.num_turns,
+            duration_s=round(self.duration_s, 6),
+            policy=self.policy,
+            seed=self.seed,
+            versions=self.versions,
+        )
+        return to_jsonable(row)
+
+    def write(self, fh: IO[str]) -> None:
+        """Append as one line and flush, so an interrupted run leaves only whole lines behind."""
+        fh.write(json.dumps(self.to_row(), ensure_ascii=False) + "\n")
+        fh.flush()
