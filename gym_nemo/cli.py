@@ -44,7 +44,12 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
     envs = gym_nemo.make_vec(args.env_id, args.num_envs, args.vectorization, **env_kwargs)
     try:
         _, summary = collect_rollouts(
-            envs, policy, args.num_episodes, env_id=args.env_id, seed=args.seed, out=out,
+            envs,
+            policy,
+            args.num_episodes,
+            env_id=args.env_id,
+            seed=args.seed,
+            out=out,
             progress=not args.quiet,
         )
     finally:
@@ -66,13 +71,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("env_id", help="e.g. nemo/CodeExec-v0")
     p.add_argument("--num-episodes", type=int, default=32)
     p.add_argument("--num-envs", type=int, default=4)
-    p.add_argument("--policy", default="reference",
-                   help="'reference' (embedded default: replays reference solutions; needs no model)")
-    p.add_argument("--corrupt-rate", type=float, default=0.3,
-                   help="share of reference episodes that submit a broken answer, so rewards are mixed")
+    p.add_argument(
+        "--policy",
+        default="reference",
+        help="'reference' (embedded default: replays reference solutions; needs no model)",
+    )
+    p.add_argument(
+        "--corrupt-rate",
+        type=float,
+        default=0.3,
+        help="share of reference episodes that submit a broken answer, so rewards are mixed",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--vectorization", choices=("async", "sync"), default="async")
-    p.add_argument("--env-kwargs", default="{}", help='JSON kwargs for the env, e.g. \'{"timeout_s": 5}\'')
+    p.add_argument("--env-kwargs", default="{}", help="JSON kwargs for the env, e.g. '{\"timeout_s\": 5}'")
     p.add_argument("--out", default="runs/rollouts.jsonl")
     p.add_argument("--append", action="store_true", help="append to --out instead of replacing it")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -34,8 +34,9 @@ def make_vec(
     kwargs.update(vector_kwargs or {})
     if kwargs.get("shared_memory"):
         raise ValueError("shared_memory=True corrupts text observations; gym_nemo always uses False")
-    return gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=vectorization_mode,
-                        vector_kwargs=kwargs, **env_kwargs)
+    return gym.make_vec(
+        env_id, num_envs=num_envs, vectorization_mode=vectorization_mode, vector_kwargs=kwargs, **env_kwargs
+    )
 
 
 def unbatch_info(info: Mapping[str, Any], index: int) -> dict[str, Any]:

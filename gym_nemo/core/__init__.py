@@ -5,7 +5,13 @@ from gym_nemo.core.env import FORMAT_PENALTY, TextEnv
 from gym_nemo.core.errors import InfraError
 from gym_nemo.core.spaces import UnicodeText
 from gym_nemo.core.task import Task, TaskSource, input_messages, read_jsonl
-from gym_nemo.core.tool_calls import ParsedMessage, ToolCall, ToolCallError, extract_code_blocks, parse_tool_calls
+from gym_nemo.core.tool_calls import (
+    ParsedMessage,
+    ToolCall,
+    ToolCallError,
+    extract_code_blocks,
+    parse_tool_calls,
+)
 from gym_nemo.core.tools import Tool, ToolArgumentError
 from gym_nemo.core.verdict import Verdict
 

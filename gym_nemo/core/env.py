@@ -81,7 +81,7 @@ class TextEnv(gym.Env[str, str]):
         render_mode: ``"ansi"`` (``render()`` returns the transcript) or ``"human"`` (prints it).
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "human"]}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "human"], "render_fps": 4}
 
     #: Name and version of the verifier, recorded with every rollout.
     verifier_name: ClassVar[str] = "none"
@@ -168,8 +168,10 @@ class TextEnv(gym.Env[str, str]):
 
     def feedback(self, verdict: Verdict, attempts_left: int) -> str:
         """What the policy is told after a wrong answer when it has attempts left."""
-        return (f"Your answer was checked: {verdict.reason or 'it is not correct'}. "
-                f"You have {attempts_left} attempt(s) left.")
+        return (
+            f"Your answer was checked: {verdict.reason or 'it is not correct'}. "
+            f"You have {attempts_left} attempt(s) left."
+        )
 
     # ------------------------------------------------------------------ public helpers
     @property
@@ -240,8 +242,10 @@ class TextEnv(gym.Env[str, str]):
         if note is not None and not text:
             reply, components["format"] = f"[error] {note}.", -penalty
         elif len(text) > self.max_action_chars:
-            reply = (f"[error] Your message is {len(text):,} characters long; the limit is "
-                     f"{self.max_action_chars:,}. It was not processed. Send a shorter message.")
+            reply = (
+                f"[error] Your message is {len(text):,} characters long; the limit is "
+                f"{self.max_action_chars:,}. It was not processed. Send a shorter message."
+            )
             components["format"] = -penalty
         elif not text.strip():
             reply = "[error] Your message was empty. Call a tool or give your final answer."

@@ -38,7 +38,7 @@ def input_messages(row: Mapping[str, Any]) -> list[Message]:
     if isinstance(raw, str):
         return [{"role": "user", "content": raw}]
     if not isinstance(raw, list) or not raw:
-        raise ValueError('responses_create_params.input must be a string or a non-empty list of messages')
+        raise ValueError("responses_create_params.input must be a string or a non-empty list of messages")
     messages: list[Message] = []
     for item in raw:
         if not isinstance(item, Mapping) or "role" not in item:

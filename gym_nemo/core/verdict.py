@@ -34,5 +34,6 @@ class Verdict:
 
     @classmethod
     def infra_failure(cls, message: str) -> Verdict:
-        return cls(reward=0.0, passed=False, reason="verification failed for infrastructure reasons",
-                   infra_error=message)
+        return cls(
+            reward=0.0, passed=False, reason="verification failed for infrastructure reasons", infra_error=message
+        )

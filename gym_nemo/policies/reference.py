@@ -9,6 +9,7 @@ so rewards are mixed and every verifier path runs.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -25,9 +26,9 @@ def corrupt(answer: str, kind: str) -> str:
     code = last_code_block(answer) or ""
     if kind == "wrong_return":
         # Shadow the solution with a function of the same name that returns None.
-        lines = [ln for ln in code.splitlines() if ln.lstrip().startswith("def ")]
-        stub = f"{lines[-1].rstrip()}\n    return None\n" if lines else "pass\n"
-        return f"```python\n{code}\n\n{stub.lstrip()}```"
+        names = re.findall(r"^def (\w+)\(", code, re.MULTILINE)  # top-level functions only
+        stub = f"def {names[-1]}(*args, **kwargs):\n    return None\n" if names else "pass\n"
+        return f"```python\n{code}\n\n{stub}```"
     if kind == "syntax_error":
         return f"```python\n{code[: max(1, len(code) // 2)]}\n  )(\n```"
     return "I believe the function is straightforward, so I will describe it in words instead of code."
@@ -54,8 +55,11 @@ class ReferencePolicy:
         if task.reference is None:
             raise ValueError(f"task {task.task_id!r} has no reference solution to replay")
         turn = int(info.get("turn", 0))
-        code_tools = [t["function"]["name"] for t in info.get("tools", ())
-                      if "code" in t["function"].get("parameters", {}).get("properties", {})]
+        code_tools = [
+            t["function"]["name"]
+            for t in info.get("tools", ())
+            if "code" in t["function"].get("parameters", {}).get("properties", {})
+        ]
         if self.use_tools and turn == 0 and code_tools:
             code = last_code_block(task.reference) or task.reference
             call = {"name": code_tools[0], "arguments": {"code": code + "\nprint('compiled ok')"}}

@@ -52,7 +52,7 @@ def _scrubbed_env(scratch: str) -> dict[str, str]:
     }
 
 
-def _limit_setter(limits: Limits, timeout: float, memory_mb: int):  # noqa: ANN202 - preexec callable
+def _limit_setter(limits: Limits, timeout: float, memory_mb: int):
     cpu = int(timeout) + 1
 
     def set_limits() -> None:
@@ -120,10 +120,10 @@ class LocalSandbox:
             return ExecResult(infra_error=f"cannot create a scratch directory: {exc}")
         try:
             argv = commands[language]
-            with open(os.path.join(scratch, argv[-1]), "w", encoding="utf-8", errors="surrogateescape") as fh:
+            with open(os.path.join(scratch, argv[-1]), "w", encoding="utf-8", errors="replace") as fh:
                 fh.write(code)
             stdin_path = os.path.join(scratch, ".stdin")
-            with open(stdin_path, "w", encoding="utf-8", errors="surrogateescape") as fh:
+            with open(stdin_path, "w", encoding="utf-8", errors="replace") as fh:
                 fh.write(stdin)
             return self._execute(argv, scratch, stdin_path, timeout, memory_mb)
         except OSError as exc:
@@ -153,19 +153,24 @@ class LocalSandbox:
         buffers: dict[int, bytearray] = {out_fd: bytearray(), err_fd: bytearray()}
         timed_out = truncated = False
         deadline = start + timeout
+        # A pidfd becomes readable when the main process exits, so the loop wakes at once even while
+        # a straggler it left behind still holds the output pipes open.
+        exit_fd = os.pidfd_open(proc.pid)
         with selectors.DefaultSelector() as selector:
             for pipe in (proc.stdout, proc.stderr):
                 selector.register(pipe, selectors.EVENT_READ)  # type: ignore[arg-type]
+            selector.register(exit_fd, selectors.EVENT_READ)
             while selector.get_map():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     timed_out = True
                     break
-                if proc.poll() is not None:
-                    # The main process is done: stragglers it left would hold the pipes open forever.
-                    _kill_group(proc.pid)
-                    remaining = min(remaining, 0.5)
                 for key, _ in selector.select(remaining):
+                    if key.fd == exit_fd:
+                        # Kill what the main process left behind; the pipes then reach EOF.
+                        selector.unregister(exit_fd)
+                        _kill_group(proc.pid)
+                        continue
                     chunk = os.read(key.fd, 65536)
                     if not chunk:
                         selector.unregister(key.fileobj)
@@ -178,6 +183,7 @@ class LocalSandbox:
                         buf.extend(chunk)
                 if truncated:
                     break
+        os.close(exit_fd)
         _kill_group(proc.pid)
         proc.wait()
         duration = time.monotonic() - start

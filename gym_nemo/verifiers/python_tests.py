@@ -27,7 +27,7 @@ from gym_nemo.sandbox.base import Sandbox
 VERIFIER_VERSION = "1"
 _RECORD = "_gym_nemo_record"
 
-_HARNESS = r'''
+_HARNESS = r"""
 import builtins as _builtins, json as _json, os as _os, sys as _sys
 
 def _main(prelude, solution, tests, entry_point):
@@ -88,7 +88,7 @@ def _main(prelude, solution, tests, entry_point):
     _os.write(1, ("\n" + nonce + " " + line + "\n").encode())
 
 _main(%(prelude)r, %(solution)r, %(tests)r, %(entry_point)r)
-'''
+"""
 
 
 def _asserts(node: ast.AST) -> bool:
@@ -151,15 +151,19 @@ def verify_function_tests(
     so both "full function" and "completion only" answers work. Reward is 1.0 iff every test passes.
     """
     if solution is None or not solution.strip():
-        return Verdict(0.0, False, 0.0, "no ```python code block found in the final answer",
-                       {"tests": [], "load_error": "no code"})
+        return Verdict(
+            0.0, False, 0.0, "no ```python code block found in the final answer", {"tests": [], "load_error": "no code"}
+        )
     try:
         instrumented, total = instrument_tests(tests)
     except SyntaxError as exc:
         return Verdict.infra_failure(f"the task's hidden tests do not parse: {exc}")
     prelude = prelude if not prelude or prelude.endswith("\n") else prelude + "\n"
     program = _HARNESS % {
-        "record": _RECORD, "prelude": prelude, "solution": solution, "tests": instrumented,
+        "record": _RECORD,
+        "prelude": prelude,
+        "solution": solution,
+        "tests": instrumented,
         "entry_point": entry_point,
     }
     nonce = secrets.token_hex(16)
@@ -170,7 +174,7 @@ def verify_function_tests(
     report = None
     for line in reversed(run.stdout.splitlines()):
         if line.startswith(nonce + " "):
-            report = json.loads(line[len(nonce) + 1:])
+            report = json.loads(line[len(nonce) + 1 :])
             break
     base = {"exit_code": run.exit_code, "timed_out": run.timed_out, "output_truncated": run.output_truncated}
     if report is None:
@@ -186,8 +190,13 @@ def verify_function_tests(
         return Verdict(0.0, False, 0.0, reason, {**base, "tests": [False] * total})
 
     if report["load_error"] is not None:
-        return Verdict(0.0, False, 0.0, f"the solution failed to load: {report['load_error']}",
-                       {**base, "tests": [False] * total, "load_error": report["load_error"]})
+        return Verdict(
+            0.0,
+            False,
+            0.0,
+            f"the solution failed to load: {report['load_error']}",
+            {**base, "tests": [False] * total, "load_error": report["load_error"]},
+        )
     outcomes = [bool(report["results"].get(str(i), False)) for i in range(total)]
     errors = report["errors"]
     if total == 0:  # tests without asserts: passing means running without an exception

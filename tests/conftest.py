@@ -1,0 +1,19 @@
+import gymnasium as gym
+import pytest
+
+import gym_nemo  # noqa: F401  (registers the envs)
+from gym_nemo.envs.code_exec import CodeExecEnv
+
+
+@pytest.fixture(scope="session")
+def code_env() -> CodeExecEnv:
+    env = CodeExecEnv(timeout_s=5)
+    yield env
+    env.close()
+
+
+@pytest.fixture
+def fresh_code_env():
+    env = gym.make("nemo/CodeExec-v0", timeout_s=5)
+    yield env
+    env.close()
