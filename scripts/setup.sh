@@ -1,0 +1,43 @@
+# Sourced by the other scripts: create .venv (Python >= 3.11) and install gym_nemo with the given extras.
+# Usage: source scripts/setup.sh [extras]    e.g. source scripts/setup.sh test
+# Re-running is cheap: the install is skipped while pyproject.toml and the extras are unchanged.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${GYM_NEMO_VENV:-$ROOT/.venv}"
+EXTRAS="${1:-}"
+
+find_python() {
+  for candidate in "${PYTHON:-}" python3.13 python3.12 python3.11 python3; do
+    [ -n "$candidate" ] || continue
+    if command -v "$candidate" >/dev/null 2>&1 &&
+      "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+      echo "$candidate"
+      return 0
+    fi
+  done
+  echo "gym_nemo needs Python >= 3.11 (set PYTHON=/path/to/python3.11)" >&2
+  return 1
+}
+
+if [ ! -x "$VENV/bin/python" ]; then
+  PY="$(find_python)"
+  echo "creating $VENV with $("$PY" --version)" >&2
+  if ! "$PY" -m venv "$VENV" 2>/dev/null; then
+    # Debian without python3-venv: fall back to virtualenv from PyPI.
+    rm -rf "$VENV"
+    "$PY" -m pip install --quiet --user --break-system-packages virtualenv 2>/dev/null ||
+      "$PY" -m pip install --quiet --user virtualenv
+    "$PY" -m virtualenv --quiet "$VENV"
+  fi
+fi
+
+STAMP="$VENV/.gym_nemo_install"
+WANT="$(sha256sum <"$ROOT/pyproject.toml" | cut -c1-16)-[$EXTRAS]"
+if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$WANT" ]; then
+  SPEC="$ROOT"
+  [ -n "$EXTRAS" ] && SPEC="$ROOT[$EXTRAS]"
+  echo "installing gym_nemo${EXTRAS:+[$EXTRAS]} into $VENV" >&2
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$SPEC"
+  echo "$WANT" >"$STAMP"
+fi
+export PATH="$VENV/bin:$PATH"
