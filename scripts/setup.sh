@@ -1,10 +1,10 @@
-# Sourced by the other scripts: create .venv (Python >= 3.11) and install gym_nemo with the given extras.
-# Usage: source scripts/setup.sh [extras]    e.g. source scripts/setup.sh test
-# Re-running is cheap: the install is skipped while pyproject.toml and the extras are unchanged.
+# Sourced by the other scripts: create .venv (Python >= 3.11) and install gym_nemo with the extras in
+# $GYM_NEMO_EXTRAS (e.g. GYM_NEMO_EXTRAS=test). Re-running is cheap: the install is skipped while
+# pyproject.toml and the extras are unchanged. Puts the venv's bin/ first on PATH.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${GYM_NEMO_VENV:-$ROOT/.venv}"
-EXTRAS="${1:-}"
+EXTRAS="${GYM_NEMO_EXTRAS:-}"
 
 find_python() {
   for candidate in "${PYTHON:-}" python3.13 python3.12 python3.11 python3; do

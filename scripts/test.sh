@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test suite: lint, format check and pytest. Sets itself up on first run. Extra arguments go to pytest.
 set -euo pipefail
-source "$(dirname "$0")/setup.sh" test
+GYM_NEMO_EXTRAS=test
+source "$(dirname "$0")/setup.sh"
 cd "$ROOT"
 ruff check .
 ruff format --check .
