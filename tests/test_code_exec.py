@@ -9,7 +9,7 @@ import pytest
 from gym_nemo.envs.code_exec import PROMPT_TEMPLATE, CodeExecEnv, humaneval_problems
 from gym_nemo.policies.reference import CORRUPTIONS, corrupt
 
-CONFORMANCE = Path(__file__).resolve().parents[1].parent / "shared" / "conformance" / "nemo_gym" / "evalplus"
+CONFORMANCE = Path(__file__).resolve().parent / "data" / "nemo_gym" / "evalplus"  # NeMo Gym's own files
 
 
 def test_bundles_all_164_humaneval_problems(code_env: CodeExecEnv) -> None:
