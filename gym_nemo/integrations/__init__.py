@@ -1,0 +1,1 @@
+"""Adapters to the outside world: NeMo Gym data, trainers (TRL, OpenRLHF, verl)."""
