@@ -29,6 +29,10 @@ ENVS: dict[str, EnvEntry] = {
         entry_point="gym_nemo.envs.code_exec:CodeExecEnv",
         summary="HumanEval (164 problems) with a sandboxed execute_python tool; reward 1.0 iff all hidden tests pass",
     ),
+    "nemo/CompCoding-v0": EnvEntry(
+        entry_point="gym_nemo.envs.comp_coding:CompCodingEnv",
+        summary="stdin/stdout programming problems (NeMo Gym code_gen rows) with hidden tests; reward 1.0 iff all pass",
+    ),
 }
 
 
