@@ -3,6 +3,14 @@ import pytest
 
 import gym_nemo  # noqa: F401  (registers the envs)
 from gym_nemo.envs.code_exec import CodeExecEnv
+from gym_nemo.sandbox import Sandbox
+from tests.sandboxes import BACKENDS, make_backend
+
+
+@pytest.fixture(params=BACKENDS)
+def sandbox(request: pytest.FixtureRequest) -> Sandbox:
+    """Every sandbox backend in turn (unavailable ones skip with the reason)."""
+    return make_backend(request.param)
 
 
 @pytest.fixture(scope="session")

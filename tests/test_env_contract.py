@@ -134,10 +134,19 @@ class DeadSandbox:
     def run(self, code: str, **kwargs: Any) -> ExecResult:
         return ExecResult(infra_error="sandbox host unreachable")
 
+    def session(self, **kwargs: Any) -> "DeadSandbox":
+        return self
+
     def enforced(self) -> dict[str, bool]:
         return {}
 
     def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "DeadSandbox":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
         pass
 
 

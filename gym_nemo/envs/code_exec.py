@@ -6,8 +6,9 @@ and ``verifier_metadata.task_id`` names the problem. A row of your own adds ``ve
 (assert-style tests, optionally in a ``check(candidate)`` function), ``entry_point`` and optionally
 ``prompt`` (prepended to the solution: imports, helpers, the signature).
 
-Tool: ``execute_python(code)`` runs code in the sandbox (fresh process per call, no hidden tests in
-reach) and returns exit status, stdout and stderr, each cut to ``tool_output_chars`` characters.
+Tool: ``execute_python(code)`` runs code in a stateful sandbox session (variables and scratch files
+persist across calls within an episode; each episode gets a fresh, isolated session; the hidden tests are
+never in reach) and returns exit status, stdout and stderr, each cut to ``tool_output_chars`` characters.
 
 Final answer: a message with no tool call. Its last fenced python block is run against the hidden tests;
 reward 1.0 iff all pass, and ``info["verdict"]`` lists each test's outcome and the fraction passed.
@@ -28,7 +29,7 @@ from gym_nemo.core.task import Task, input_messages
 from gym_nemo.core.tool_calls import last_code_block
 from gym_nemo.core.tools import Tool
 from gym_nemo.core.verdict import Verdict
-from gym_nemo.sandbox import ExecResult, Sandbox, get_sandbox
+from gym_nemo.sandbox import ExecResult, Sandbox, Session, get_sandbox
 from gym_nemo.verifiers.python_tests import VERIFIER_VERSION, verify_function_tests
 
 # The prompt NeMo Gym's evalplus resource server uses, so bundled rows equal its rows.
@@ -86,6 +87,8 @@ class CodeExecEnv(TextEnv):
 
     Args (beyond :class:`TextEnv`'s):
         sandbox: a backend name (``"local"``, ``"docker"``) or a ``Sandbox``; default ``GYM_NEMO_SANDBOX``.
+        sandbox_require: protections the sandbox must enforce (e.g. ``("no_network",)``), else construction
+            fails with ``SandboxRequirementError`` instead of running code in a weaker sandbox.
         timeout_s: wall-time limit of each tool run and of the verification run.
         memory_mb: address-space limit of each run.
         tool_output_chars: stdout and stderr shown to the policy are each cut to this many characters.
@@ -100,6 +103,7 @@ class CodeExecEnv(TextEnv):
         self,
         *,
         sandbox: str | Sandbox | None = None,
+        sandbox_require: Sequence[str] = (),
         timeout_s: float = 10.0,
         memory_mb: int = 1024,
         tool_output_chars: int = 4_000,
@@ -108,7 +112,8 @@ class CodeExecEnv(TextEnv):
         self.timeout_s = timeout_s
         self.memory_mb = memory_mb
         self.tool_output_chars = tool_output_chars
-        self.sandbox = get_sandbox(sandbox)
+        self.sandbox = get_sandbox(sandbox, require=sandbox_require)
+        self._session: Session | None = None
         super().__init__(**kwargs)
 
     @classmethod
@@ -151,9 +156,10 @@ class CodeExecEnv(TextEnv):
             Tool(
                 name="execute_python",
                 description=(
-                    "Run Python 3 code in a fresh sandboxed process and return its exit status, stdout and "
-                    f"stderr (each cut to {self.tool_output_chars} characters). No network; "
-                    f"{self.timeout_s:g} s time limit."
+                    "Run Python 3 code in a sandboxed interpreter and return its exit status, stdout and "
+                    f"stderr (each cut to {self.tool_output_chars} characters). Variables and files persist "
+                    f"between calls in this episode. Standard library only, no network, {self.timeout_s:g} s "
+                    "time limit per call."
                 ),
                 parameters={
                     "type": "object",
@@ -165,8 +171,19 @@ class CodeExecEnv(TextEnv):
             )
         ]
 
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+        self._close_session()  # every episode starts from a clean interpreter
+        return super().reset(seed=seed, options=options)
+
+    def _close_session(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
     def _execute_python(self, code: str) -> str:
-        result = self.sandbox.run(code, timeout=self.timeout_s, memory_mb=self.memory_mb)
+        if self._session is None:
+            self._session = self.sandbox.session(timeout=self.timeout_s, memory_mb=self.memory_mb)
+        result = self._session.run(code, timeout=self.timeout_s, memory_mb=self.memory_mb)
         if result.infra_error is not None:
             raise InfraError(f"sandbox: {result.infra_error}")
         return format_exec_result(result, self.tool_output_chars)
@@ -183,5 +200,6 @@ class CodeExecEnv(TextEnv):
         )
 
     def close(self) -> None:
+        self._close_session()
         self.sandbox.close()
         super().close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -67,6 +68,46 @@ class Sandbox(Protocol):
         """Which protections this backend actually enforces on this host (name -> enforced)."""
         ...
 
+    def session(self, *, timeout: float | None = None, memory_mb: int | None = None) -> Session:
+        """A stateful Python session for one episode (variables persist across its ``run`` calls)."""
+        ...
+
     def close(self) -> None:
         """Release every process and file the sandbox holds."""
         ...
+
+
+@runtime_checkable
+class Session(Protocol):
+    """A stateful interpreter: ``run`` calls share variables and scratch files until ``close``."""
+
+    def run(
+        self, code: str, *, stdin: str = "", timeout: float | None = None, memory_mb: int | None = None
+    ) -> ExecResult: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Session: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+class SandboxRequirementError(RuntimeError):
+    """The sandbox cannot enforce a protection the caller demanded (``require=...``)."""
+
+
+def check_requirements(sandbox: Sandbox, require: Iterable[str]) -> None:
+    """Raise :class:`SandboxRequirementError` naming every required protection ``sandbox`` lacks."""
+    wanted = list(require)
+    if not wanted:
+        return
+    enforced = sandbox.enforced()
+    unknown = [r for r in wanted if r not in enforced]
+    if unknown:
+        raise ValueError(f"unknown protections {unknown}; known: {sorted(enforced)}")
+    missing = [r for r in wanted if not enforced[r]]
+    if missing:
+        raise SandboxRequirementError(
+            f"the {sandbox.name!r} sandbox does not enforce {', '.join(missing)} on this host; "
+            "use a stronger backend (e.g. docker) or run where it can (root for namespaces)"
+        )

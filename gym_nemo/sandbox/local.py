@@ -1,103 +1,236 @@
-"""``LocalSandbox``: run untrusted code in a limited child process, no daemon needed.
+"""``LocalSandbox``: the embedded default backend, a client of one warm fork-server daemon per machine.
 
-Per run: a fresh scratch directory (the working directory and ``$HOME``/``$TMPDIR``), its own session and
-process group, a scrubbed environment, rlimits (CPU seconds, address space, file size, open files,
-processes, no core dumps), a wall timeout enforced by killing the whole process group, and stdout/stderr
-capped (the process is killed as soon as it prints past the cap, so ``print`` in a loop costs no
-memory). After the run the process group is killed, so nothing it started keeps running.
+The first ``LocalSandbox`` on a machine starts the daemon (``forkserver.py`` on a unix socket in a private
+runtime directory, guarded by a file lock so concurrent env workers start exactly one); every env process
+on the machine then shares it, so 64 vector-env workers use one pool, not 64. The daemon exits after
+``idle_exit_s`` seconds without clients. What each call gets (namespaces, chroot, seccomp, uid per slot,
+rlimits, timeouts, output caps) is described in ``forkserver.py``; ``enforced()`` reports what this host
+actually allows.
 
-``enforced()`` says which protections hold on this host: ``RLIMIT_NPROC`` does not bind uid 0, and this
-backend has no network or filesystem isolation; the hardened backends (fork servers with namespaces
-and seccomp, Docker) add those.
+Untrusted code runs on a Python 3 whose standard library every uid can read (the one running gym_nemo,
+or the system's ``/usr/bin/python3`` when that one is private), with the standard library only: no
+site-packages, so nothing installed for gym_nemo, verifier data included, is importable from the sandbox.
+Use the docker backend for an image with numpy and friends.
 """
 
 from __future__ import annotations
 
-import contextlib
+import fcntl
+import hashlib
+import itertools
+import json
 import os
-import resource
-import selectors
-import shutil
-import signal
+import socket
 import subprocess
 import sys
-import tempfile
+import sysconfig
+import threading
 import time
+from pathlib import Path
+from typing import Any
 
+from gym_nemo.sandbox import forkserver
 from gym_nemo.sandbox.base import ExecResult, Limits
 
-SCRATCH_PREFIX = "gym_nemo_sbx_"
+FORKSERVER = Path(forkserver.__file__)
+LANGUAGES = ("python", "bash", "cpp")
 
 
-def _interpreters(python: str) -> dict[str, list[str]]:
-    return {
-        "python": [python, "-I", "-B", "main.py"],
-        "bash": ["/bin/bash", "--noprofile", "--norc", "main.sh"],
-    }
+def runtime_dir() -> Path:
+    """A private per-user directory for daemon sockets, locks and logs."""
+    base = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
+    path = Path(base) / f"gym_nemo-{os.geteuid()}"
+    path.mkdir(mode=0o700, exist_ok=True)
+    if path.stat().st_uid != os.geteuid() or path.stat().st_mode & 0o077:
+        raise PermissionError(f"{path} must be owned by uid {os.geteuid()} with mode 0700")
+    return path
 
 
-def _scrubbed_env(scratch: str) -> dict[str, str]:
-    """Only what programs need; nothing of the host's environment (tokens, keys) leaks in."""
-    return {
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "HOME": scratch,
-        "TMPDIR": scratch,
-        "LANG": "C.UTF-8",
-        "LC_ALL": "C.UTF-8",
-        "PYTHONHASHSEED": "0",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "OPENBLAS_NUM_THREADS": "1",
-        "OMP_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
-    }
+def _readable_by_everyone(path: str) -> bool:
+    """Every directory on the way to ``path`` can be entered and ``path`` listed by any uid."""
+    parts = Path(path).resolve().parts
+    for i in range(1, len(parts) + 1):
+        mode = os.stat(os.path.join(*parts[:i])).st_mode
+        if mode & 0o005 != 0o005:
+            return False
+    return True
 
 
-def _limit_setter(limits: Limits, timeout: float, memory_mb: int):
-    cpu = int(timeout) + 1
+def sandbox_interpreter() -> str:
+    """The interpreter the fork server runs: this one, unless its standard library is private.
 
-    def set_limits() -> None:
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-        memory = memory_mb * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-        file_size = limits.max_file_mb * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_FSIZE, (file_size, file_size))
-        resource.setrlimit(resource.RLIMIT_NOFILE, (limits.max_open_files, limits.max_open_files))
-        resource.setrlimit(resource.RLIMIT_NPROC, (limits.max_processes, limits.max_processes))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    Sandboxed code runs as an unprivileged uid and imports stdlib modules lazily, so the stdlib must be
+    readable by every uid (a pyenv install under /root is not); then the system Python is used instead.
+    """
+    own = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
+    if _readable_by_everyone(sysconfig.get_paths()["stdlib"]):
+        return own
+    for candidate in ("/usr/bin/python3", "/usr/local/bin/python3"):
+        if os.path.exists(candidate) and _readable_by_everyone(os.path.dirname(os.path.realpath(candidate))):
+            return candidate
+    return own
 
-    return set_limits
+
+class ForkServerClient:
+    """One connection to a fork server: frames out, frames in, one request in flight (thread-safe)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.lock = threading.Lock()
+        self.ids = itertools.count(1)
+
+    def request(self, req: dict[str, Any]) -> dict[str, Any]:
+        with self.lock:
+            req = {**req, "id": next(self.ids)}
+            self.sock.sendall(forkserver.encode_frame(req))
+            reply = forkserver.read_frame_blocking(self.sock)
+        if reply is None:
+            raise ConnectionError("the fork server closed the connection")
+        return reply
+
+    def close(self) -> None:
+        self.sock.close()
 
 
-def _kill_group(pgid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
+def _result(reply: dict[str, Any]) -> ExecResult:
+    if "error" in reply:
+        return ExecResult(infra_error=f"fork server: {reply['error']}")
+    fields = {k: reply[k] for k in ExecResult.__dataclass_fields__ if k in reply}
+    return ExecResult(**fields)
 
 
 class LocalSandbox:
-    """Process-per-run sandbox with rlimits; see the module docstring for what it enforces."""
+    """Hardened local backend. ``namespaces=False`` forces the weaker process-only mode (for tests)."""
 
     name = "local"
 
-    def __init__(self, limits: Limits | None = None, python: str | None = None) -> None:
+    def __init__(
+        self,
+        limits: Limits | None = None,
+        *,
+        slots: int | None = None,
+        namespaces: bool = True,
+        base_uid: int = 61000,
+        idle_exit_s: float = 60.0,
+        python: str | None = None,
+    ) -> None:
         self.limits = limits or Limits()
-        self.python = python or sys.executable
+        self.slots = slots or max(2, os.cpu_count() or 2)
+        self.namespaces = namespaces
+        self.base_uid = base_uid
+        self.idle_exit_s = idle_exit_s
+        self.python = python or sandbox_interpreter()
+        self._client: ForkServerClient | None = None
+        self._pid = os.getpid()
+        self._info: dict[str, Any] | None = None
+
+    # -- daemon management
+    def _key(self) -> str:
+        """Daemons are shared by configuration: same interpreter, server code and settings, same daemon."""
+        server = hashlib.sha256(FORKSERVER.read_bytes()).hexdigest()
+        ident = json.dumps([self.python, server, self.slots, self.namespaces, self.base_uid])
+        return hashlib.sha256(ident.encode()).hexdigest()[:12]
+
+    def _connect(self) -> ForkServerClient:
+        if self._client is not None and self._pid == os.getpid():
+            return self._client
+        self._client, self._pid = None, os.getpid()  # after a fork, never share the parent's connection
+        rt = runtime_dir()
+        key = self._key()
+        sock_path = rt / f"fs-{key}.sock"
+        client = self._try_connect(sock_path)
+        if client is None:
+            with open(rt / f"fs-{key}.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                client = self._try_connect(sock_path) or self._start_daemon(rt, key, sock_path)
+        self._client = client
+        return client
+
+    @staticmethod
+    def _try_connect(path: Path) -> ForkServerClient | None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(str(path))
+        except OSError:
+            sock.close()
+            return None
+        return ForkServerClient(sock)
+
+    def _start_daemon(self, rt: Path, key: str, sock_path: Path) -> ForkServerClient:
+        sock_path.unlink(missing_ok=True)
+        argv = [
+            self.python,
+            "-I",
+            "-S",
+            str(FORKSERVER),
+            "--socket",
+            str(sock_path),
+            "--runtime-dir",
+            str(rt),
+            "--slots",
+            str(self.slots),
+            "--base-uid",
+            str(self.base_uid),
+            "--idle-exit",
+            str(self.idle_exit_s),
+        ]
+        if not self.namespaces:
+            argv.append("--no-namespaces")
+        with open(rt / f"fs-{key}.log", "ab") as log:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                start_new_session=True,
+                env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+                close_fds=True,
+            )
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        proc.stdout.close()  # type: ignore[union-attr]
+        if not line.startswith(b"{"):
+            proc.kill()
+            proc.wait()
+            raise RuntimeError(f"the fork server did not start; see {rt / f'fs-{key}.log'}")
+        client = self._try_connect(sock_path)
+        if client is None:
+            raise RuntimeError(f"the fork server started but {sock_path} refuses connections")
+        return client
+
+    def _request(self, req: dict[str, Any]) -> dict[str, Any]:
+        for attempt in (0, 1):
+            try:
+                return self._connect().request(req)
+            except (ConnectionError, OSError) as exc:
+                if self._client is not None:
+                    self._client.close()
+                self._client = None
+                if attempt == 1 or req.get("op") not in ("run", "info", "session_open"):
+                    return {"infra_error": f"fork server unreachable: {exc}"}
+        raise AssertionError("unreachable")
+
+    # -- Sandbox protocol
+    def info(self) -> dict[str, Any]:
+        """The daemon's self-description: mode, enforced protections, notes on what fell back."""
+        if self._info is None:
+            reply = self._request({"op": "info"})
+            if "infra_error" in reply:
+                raise RuntimeError(reply["infra_error"])
+            self._info = reply
+        return self._info
 
     def enforced(self) -> dict[str, bool]:
+        return dict(self.info()["enforced"])
+
+    def _limits(self, timeout: float | None, memory_mb: int | None) -> dict[str, Any]:
+        lim = self.limits
         return {
-            "wall_timeout": True,
-            "cpu_time": True,
-            "memory": True,
-            "file_size": True,
-            "open_files": True,
-            "processes": os.geteuid() != 0,  # RLIMIT_NPROC does not apply to root
-            "output_cap": True,
-            "scrubbed_env": True,
-            "scratch_dir": True,
-            "kill_process_group": True,
-            "unprivileged_uid": os.geteuid() != 0,
-            "no_network": False,
-            "filesystem_isolation": False,
-            "seccomp": False,
+            "timeout_s": float(timeout if timeout is not None else lim.timeout_s),
+            "memory_mb": int(memory_mb if memory_mb is not None else lim.memory_mb),
+            "max_output_bytes": lim.max_output_bytes,
+            "max_file_mb": lim.max_file_mb,
+            "max_open_files": lim.max_open_files,
+            "max_processes": lim.max_processes,
         }
 
     def run(
@@ -109,100 +242,76 @@ class LocalSandbox:
         timeout: float | None = None,
         memory_mb: int | None = None,
     ) -> ExecResult:
-        commands = _interpreters(self.python)
-        if language not in commands:
-            raise ValueError(f"unsupported language {language!r}; supported: {', '.join(commands)}")
-        timeout = float(timeout if timeout is not None else self.limits.timeout_s)
-        memory_mb = int(memory_mb if memory_mb is not None else self.limits.memory_mb)
-        try:
-            scratch = tempfile.mkdtemp(prefix=SCRATCH_PREFIX)
-        except OSError as exc:
-            return ExecResult(infra_error=f"cannot create a scratch directory: {exc}")
-        try:
-            argv = commands[language]
-            with open(os.path.join(scratch, argv[-1]), "w", encoding="utf-8", errors="replace") as fh:
-                fh.write(code)
-            stdin_path = os.path.join(scratch, ".stdin")
-            with open(stdin_path, "w", encoding="utf-8", errors="replace") as fh:
-                fh.write(stdin)
-            return self._execute(argv, scratch, stdin_path, timeout, memory_mb)
-        except OSError as exc:
-            return ExecResult(infra_error=f"sandbox failure: {type(exc).__name__}: {exc}")
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+        if language not in LANGUAGES:
+            raise ValueError(f"unsupported language {language!r}; supported: {', '.join(LANGUAGES)}")
+        req = {
+            "op": "run",
+            "code": code,
+            "language": language,
+            "stdin": stdin,
+            "limits": self._limits(timeout, memory_mb),
+        }
+        return _result(self._request(req))
+
+    def session(self, *, timeout: float | None = None, memory_mb: int | None = None) -> LocalSession:
+        """A stateful Python session: variables and scratch files persist across ``run`` calls."""
+        return LocalSession(self, self._limits(timeout, memory_mb))
 
     def close(self) -> None:
-        """Nothing is held between runs."""
+        if self._client is not None and self._pid == os.getpid():
+            self._client.close()
+        self._client = None
 
-    def _execute(self, argv: list[str], scratch: str, stdin_path: str, timeout: float, memory_mb: int) -> ExecResult:
-        cap = self.limits.max_output_bytes
-        start = time.monotonic()
-        with open(stdin_path, "rb") as stdin_file:
-            proc = subprocess.Popen(
-                argv,
-                cwd=scratch,
-                env=_scrubbed_env(scratch),
-                stdin=stdin_file,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,
-                preexec_fn=_limit_setter(self.limits, timeout, memory_mb),
-                close_fds=True,
-            )
-        out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()  # type: ignore[union-attr]
-        buffers: dict[int, bytearray] = {out_fd: bytearray(), err_fd: bytearray()}
-        timed_out = truncated = False
-        deadline = start + timeout
-        # A pidfd becomes readable when the main process exits, so the loop wakes at once even while
-        # a straggler it left behind still holds the output pipes open.
-        exit_fd = os.pidfd_open(proc.pid)
-        with selectors.DefaultSelector() as selector:
-            for pipe in (proc.stdout, proc.stderr):
-                selector.register(pipe, selectors.EVENT_READ)  # type: ignore[arg-type]
-            selector.register(exit_fd, selectors.EVENT_READ)
-            while selector.get_map():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    timed_out = True
-                    break
-                for key, _ in selector.select(remaining):
-                    if key.fd == exit_fd:
-                        # Kill what the main process left behind; the pipes then reach EOF.
-                        selector.unregister(exit_fd)
-                        _kill_group(proc.pid)
-                        continue
-                    chunk = os.read(key.fd, 65536)
-                    if not chunk:
-                        selector.unregister(key.fileobj)
-                        continue
-                    buf = buffers[key.fd]
-                    if len(buf) + len(chunk) > cap:
-                        buf.extend(chunk[: cap - len(buf)])
-                        truncated = True
-                    else:
-                        buf.extend(chunk)
-                if truncated:
-                    break
-        os.close(exit_fd)
-        _kill_group(proc.pid)
-        proc.wait()
-        duration = time.monotonic() - start
-        for pipe in (proc.stdout, proc.stderr):
-            pipe.close()  # type: ignore[union-attr]
+    def shutdown_daemon(self) -> None:
+        """Stop the shared daemon now (tests and benchmarks); the next call starts a fresh one."""
+        self._request({"op": "shutdown"})
+        self.close()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and (runtime_dir() / f"fs-{self._key()}.sock").exists():
+            time.sleep(0.02)
 
-        stdout = buffers[out_fd].decode("utf-8", "replace")
-        stderr = buffers[err_fd].decode("utf-8", "replace")
-        rc = proc.returncode
-        killed_by_us = timed_out or truncated
-        exit_code = None if killed_by_us else rc
-        return ExecResult(
-            stdout=stdout,
-            stderr=stderr,
-            exit_code=exit_code,
-            timed_out=timed_out,
-            duration_s=duration,
-            output_truncated=truncated,
-            memory_exceeded="MemoryError" in stderr[-2000:] or "Cannot allocate memory" in stderr[-2000:],
-            cpu_time_exceeded=not killed_by_us and rc in (-signal.SIGXCPU, -signal.SIGKILL),
-            file_size_exceeded=rc == -signal.SIGXFSZ or "File too large" in stderr[-2000:],
+
+class LocalSession:
+    """A stateful sandboxed Python process for one episode (see ``LocalSandbox.session``).
+
+    A run that times out or floods output kills the session; the next ``run`` starts a fresh one and
+    says so on stderr, so the policy learns its variables are gone.
+    """
+
+    def __init__(self, sandbox: LocalSandbox, limits: dict[str, Any]) -> None:
+        self.sandbox = sandbox
+        self.limits = limits
+        self._sid: str | None = None
+        self._lost = False
+
+    def run(
+        self, code: str, *, stdin: str = "", timeout: float | None = None, memory_mb: int | None = None
+    ) -> ExecResult:
+        if self._sid is None:
+            reply = self.sandbox._request({"op": "session_open", "limits": self.limits})
+            if "session" not in reply:
+                return ExecResult(infra_error=reply.get("infra_error") or reply.get("error") or "session failed")
+            self._sid = reply["session"]
+        limits = {"timeout_s": timeout, "memory_mb": memory_mb}
+        reply = self.sandbox._request(
+            {"op": "session_run", "session": self._sid, "code": code, "stdin": stdin, "limits": limits}
         )
+        result = _result(reply)
+        note = "[a fresh session was started: variables from earlier calls are gone]\n" if self._lost else ""
+        self._lost = bool(reply.get("session_lost"))
+        if self._lost:
+            self._sid = None
+        if note and result.infra_error is None:
+            result = ExecResult(**{**result.to_dict(), "stderr": note + result.stderr})
+        return result
+
+    def close(self) -> None:
+        if self._sid is not None:
+            self.sandbox._request({"op": "session_close", "session": self._sid})
+            self._sid = None
+
+    def __enter__(self) -> LocalSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,45 @@
+"""The sandbox backends every sandbox test runs against; unavailable ones skip and say why."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from gym_nemo.sandbox import Limits, LocalSandbox, Sandbox
+
+LIMITS = Limits(timeout_s=5, memory_mb=512, max_output_bytes=64 * 1024, max_file_mb=1)
+_cache: dict[str, Sandbox] = {}
+
+
+def make_backend(name: str) -> Sandbox:
+    if name in _cache:
+        return _cache[name]
+    if name == "local":
+        box: Sandbox = LocalSandbox(LIMITS)
+    elif name == "local-process":
+        if os.geteuid() != 0:
+            pytest.skip("local-process differs from local only when running as root")
+        box = LocalSandbox(LIMITS, namespaces=False)
+    elif name == "docker":
+        from gym_nemo.sandbox.docker import DockerSandbox, docker_unavailable_reason
+
+        reason = docker_unavailable_reason()
+        if reason:
+            print(f"docker sandbox tests skipped: {reason}")
+            pytest.skip(reason)
+        box = DockerSandbox(LIMITS, pool_size=2)
+    else:
+        raise ValueError(name)
+    _cache[name] = box
+    return box
+
+
+BACKENDS = ["local", "local-process", "docker"]
+
+
+def require(sandbox: Sandbox, protection: str) -> None:
+    """Skip (saying why) unless the backend claims ``protection``; if it claims it, the attack must fail."""
+    if not sandbox.enforced().get(protection):
+        mode = getattr(sandbox, "info", lambda: {})().get("mode", "")
+        pytest.skip(f"{sandbox.name} ({mode}) does not claim {protection!r} on this host")

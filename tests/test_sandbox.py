@@ -1,0 +1,130 @@
+"""The Sandbox protocol on every backend: runs, limits, languages, sessions, selection."""
+
+import json
+import time
+
+import pytest
+
+from gym_nemo.sandbox import LocalSandbox, Sandbox, SandboxRequirementError, get_sandbox
+
+
+def test_runs_code_with_stdin(sandbox: Sandbox) -> None:
+    result = sandbox.run("import sys\nprint(sys.stdin.read().upper())", stdin="héllo")
+    assert result.ok and result.stdout == "HÉLLO\n" and result.exit_code == 0
+    assert isinstance(sandbox, Sandbox)
+
+
+def test_exit_codes_and_tracebacks(sandbox: Sandbox) -> None:
+    assert sandbox.run("raise SystemExit(3)").exit_code == 3
+    result = sandbox.run("1/0")
+    assert result.exit_code == 1 and 'File "main.py", line 1' in result.stderr and "ZeroDivisionError" in result.stderr
+    assert "forkserver" not in result.stderr  # the harness's own frames are not shown
+    result = sandbox.run("def f(:\n  pass")
+    assert result.exit_code == 1 and "SyntaxError" in result.stderr
+    assert sandbox.run("if __name__ == '__main__':\n    print('main')").stdout == "main\n"
+
+
+def test_rlimits_inside(sandbox: Sandbox) -> None:
+    code = (
+        "import resource, json\n"
+        "names = ['RLIMIT_AS', 'RLIMIT_FSIZE', 'RLIMIT_NOFILE', 'RLIMIT_NPROC', 'RLIMIT_CORE']\n"
+        "print(json.dumps({n: resource.getrlimit(getattr(resource, n))[0] for n in names}))"
+    )
+    limits = json.loads(sandbox.run(code, timeout=3).stdout)
+    assert limits == {
+        "RLIMIT_AS": 512 * 1024 * 1024,
+        "RLIMIT_FSIZE": 1024 * 1024,
+        "RLIMIT_NOFILE": 64,
+        "RLIMIT_NPROC": 64,
+        "RLIMIT_CORE": 0,
+    }
+
+
+def test_environment_is_minimal(sandbox: Sandbox) -> None:
+    env = json.loads(sandbox.run("import os, json; print(json.dumps(dict(os.environ)))").stdout)
+    assert set(env) <= {"PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "PYTHONHASHSEED", "PYTHONDONTWRITEBYTECODE",
+                        "PYTHONIOENCODING", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"}  # fmt: skip
+
+
+def test_fresh_scratch_per_run(sandbox: Sandbox) -> None:
+    first = sandbox.run("import os; open('x', 'w').write('1'); print(os.getcwd())")
+    second = sandbox.run("import os; print(os.path.exists('x'))")
+    assert first.ok and second.stdout == "False\n"
+
+
+def test_output_flag_and_timeout_flag(sandbox: Sandbox) -> None:
+    start = time.monotonic()
+    result = sandbox.run("while True: print('x' * 1000)")
+    assert result.output_truncated and len(result.stdout.encode()) <= 64 * 1024 and result.exit_code is None
+    assert time.monotonic() - start < 3
+    result = sandbox.run("while True: pass", timeout=0.5)
+    assert result.timed_out and result.exit_code is None and not result.ok
+
+
+def test_memory_and_file_size_flags(sandbox: Sandbox) -> None:
+    assert sandbox.run("x = bytearray(2 * 1024**3)").memory_exceeded
+    assert sandbox.run("open('f', 'wb').write(b'x' * (4 * 1024 * 1024))").file_size_exceeded
+
+
+def test_bash_and_cpp(sandbox: Sandbox) -> None:
+    result = sandbox.run("echo $((6*7)); exit 4", language="bash")
+    assert result.stdout == "42\n" and result.exit_code == 4
+    cpp = '#include <cstdio>\nint main(){int a,b; scanf("%d %d",&a,&b); printf("%d\\n", a+b);}'
+    result = sandbox.run(cpp, language="cpp", stdin="2 40", timeout=30)
+    assert result.stdout == "42\n" and result.exit_code == 0, result.stderr
+    broken = sandbox.run("int main( {", language="cpp", timeout=30)
+    assert broken.exit_code == 125 and "error" in broken.stderr
+
+
+def test_unknown_language(sandbox: Sandbox) -> None:
+    with pytest.raises(ValueError, match="unsupported language 'cobol'"):
+        sandbox.run("x", language="cobol")
+
+
+def test_sessions_keep_state_and_are_isolated(sandbox: Sandbox) -> None:
+    with sandbox.session() as a, sandbox.session() as b:
+        assert a.run("x = 41\nopen('f.txt', 'w').write('kept')").ok
+        assert a.run("x += 1; print(x, open('f.txt').read())").stdout == "42 kept\n"
+        other = b.run("print('x' in globals())")
+        assert other.stdout == "False\n"
+        assert b.run("import os; print(os.path.exists('f.txt'))").stdout == "False\n"
+
+
+def test_session_survives_errors_and_restarts_after_a_timeout(sandbox: Sandbox) -> None:
+    with sandbox.session(timeout=1) as s:
+        assert s.run("y = 1").ok
+        assert s.run("raise ValueError('boom')").exit_code == 1
+        assert s.run("print(y)").stdout == "1\n"  # an exception does not lose state
+        assert s.run("while True: pass").timed_out
+        again = s.run("print(y)")
+        assert "fresh session" in again.stderr and "NameError" in again.stderr
+        assert s.run("print(2)").stdout == "2\n"
+
+
+def test_many_sessions_beyond_the_slot_count(sandbox: Sandbox) -> None:
+    sessions = [sandbox.session() for _ in range(12)]
+    try:
+        for i, s in enumerate(sessions):
+            assert s.run(f"v = {i}").ok
+        assert [s.run("print(v)").stdout for s in sessions] == [f"{i}\n" for i in range(12)]
+    finally:
+        for s in sessions:
+            s.close()
+
+
+def test_require_refuses_a_weaker_sandbox() -> None:
+    weak = LocalSandbox(namespaces=False, base_uid=0)
+    if weak.enforced()["filesystem_isolation"]:
+        pytest.skip("process mode unexpectedly isolates the filesystem")
+    with pytest.raises(SandboxRequirementError, match="filesystem_isolation"):
+        get_sandbox(weak, require=["filesystem_isolation"])
+    with pytest.raises(ValueError, match="unknown protections"):
+        get_sandbox(weak, require=["magic"])
+    assert get_sandbox(weak, require=["wall_timeout"]) is weak
+
+
+def test_get_sandbox_selection(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert get_sandbox().name == "local"
+    monkeypatch.setenv("GYM_NEMO_SANDBOX", "warp")
+    with pytest.raises(ValueError, match="unknown sandbox backend 'warp'"):
+        get_sandbox()
