@@ -33,6 +33,10 @@ ENVS: dict[str, EnvEntry] = {
         entry_point="gym_nemo.envs.comp_coding:CompCodingEnv",
         summary="stdin/stdout programming problems (NeMo Gym code_gen rows) with hidden tests; reward 1.0 iff all pass",
     ),
+    "nemo/InstructionFollowing-v0": EnvEntry(
+        entry_point="gym_nemo.envs.instruction_following:InstructionFollowingEnv",
+        summary="IFBench prompts (276) and IFEval-style rows; per-instruction checks, binary or fraction reward",
+    ),
 }
 
 
