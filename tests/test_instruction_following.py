@@ -119,7 +119,7 @@ def test_extension_checkers() -> None:
 def test_fuzzed_answers_never_crash(text: str) -> None:
     env = _fuzz_env()
     env.reset(options={"task": ROW})
-    obs, reward, terminated, truncated, info = env.step(text)
+    obs, reward, terminated, truncated, _ = env.step(text)
     assert isinstance(obs, str) and math.isfinite(reward) and 0.0 <= reward <= 1.0
     assert terminated or truncated or "[error]" in obs
 

@@ -172,11 +172,11 @@ def _first_word_answer(value: str, first_word: str) -> bool:
     return value.split()[0].strip().lower() == first_word.strip().lower()
 
 
-def _lowercase_counting(value: str, N: int) -> bool:  # noqa: N803 - the kwarg's name in the data
+def _lowercase_counting(value: str, N: int) -> bool:
     return len(re.findall(r"\b[a-z]+\b", value)) <= N
 
 
-def _letter_counting(value: str, N: int, relation: str) -> bool:  # noqa: N803
+def _letter_counting(value: str, N: int, relation: str) -> bool:
     letters = len(re.findall(r"[a-zA-Z]", value))
     if relation not in ("at least", "less than"):
         raise ValueError(f"relation must be 'at least' or 'less than', got {relation!r}")
