@@ -37,6 +37,10 @@ ENVS: dict[str, EnvEntry] = {
         entry_point="gym_nemo.envs.instruction_following:InstructionFollowingEnv",
         summary="IFBench prompts (276) and IFEval-style rows; per-instruction checks, binary or fraction reward",
     ),
+    "nemo/ToolUse-v0": EnvEntry(
+        entry_point="gym_nemo.envs.tool_use:ToolUseEnv",
+        summary="tau2-bench airline/retail tasks, the domain's tools on a per-episode DB; reward: DB = gold replay's",
+    ),
 }
 
 

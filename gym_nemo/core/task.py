@@ -26,7 +26,9 @@ class Task:
     messages: tuple[Message, ...]
     hidden: Mapping[str, Any] = field(default_factory=dict)
     row: Mapping[str, Any] = field(default_factory=dict)
-    reference: str | None = None  # a correct final message, for the reference policy and tests
+    # A correct final message, for the reference policy and tests; or a tuple of messages to send turn by turn
+    # (multi-turn tasks: tool calls first, the final answer last).
+    reference: str | tuple[str, ...] | None = None
 
 
 def input_messages(row: Mapping[str, Any]) -> list[Message]:

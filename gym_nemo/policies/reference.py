@@ -3,7 +3,8 @@
 Each episode it first calls the env's first tool with the reference code (a real multi-turn episode
 through the sandbox), then submits the reference as its final answer. With ``corrupt_rate`` > 0 a seeded
 share of episodes submit a broken answer instead (wrong return value, syntax error, or no code block),
-so rewards are mixed and every verifier path runs.
+so rewards are mixed and every verifier path runs. A task whose reference is a tuple of messages (multi-turn
+tool use) gets them one per turn; corrupted, it skips to the last one.
 """
 
 from __future__ import annotations
@@ -55,6 +56,10 @@ class ReferencePolicy:
         if task.reference is None:
             raise ValueError(f"task {task.task_id!r} has no reference solution to replay")
         turn = int(info.get("turn", 0))
+        if isinstance(task.reference, tuple):  # a turn-by-turn script; corrupted: skip straight to the last message
+            if self.rng.random() < self.corrupt_rate:
+                return task.reference[-1]
+            return task.reference[min(turn, len(task.reference) - 1)]
         code_tools = [
             t["function"]["name"]
             for t in info.get("tools", ())
