@@ -35,3 +35,69 @@ def test_unknown_server_and_missing_response() -> None:
         score({}, "nope")
     with pytest.raises(ValueError, match="needs 'response'"):
         score({"responses_create_params": {"input": "x"}}, "evalplus")
+
+
+def tasks(server: str) -> list[dict]:
+    return [json.loads(line) for line in (DATA / server / "example.jsonl").read_text().splitlines()]
+
+
+def test_code_gen_rollouts_rescore_to_the_stored_reward_and_result_codes() -> None:
+    from gym_nemo.integrations.nemo_gym import join_rollouts
+
+    joined = join_rollouts(rollouts("code_gen"), tasks("code_gen"))  # rollouts lack the unit tests
+    assert [r["reward"] for r in joined] == [0.0, 1.0, 0.0, 0.0, 0.0]
+    for row in joined:
+        ours = score(row, "code_gen")
+        assert ours["reward"] == row["reward"]
+        assert ours["details"]["result"] == row["result"]  # LiveCodeBench codes, cut at the first failure
+
+
+def test_instruction_following_rollouts_rescore_per_instruction() -> None:
+    rows = rollouts("instruction_following")
+    assert sorted(r["reward"] for r in rows) == [0.0, 0.0, 0.0, 1.0, 1.0]
+    for row in rows:
+        ours = score(row, "instruction_following")
+        assert ours["reward"] == row["reward"]
+        assert ours["details"]["follow_instruction_list"] == row["follow_instruction_list"]
+
+
+def test_ifbench_rollouts_rescore_where_the_checkers_run_offline() -> None:
+    from gym_nemo.verifiers.instructions import unavailable_instructions
+
+    checked = 0
+    for row in rollouts("ifbench"):
+        if unavailable_instructions(row["instruction_id_list"]):  # words:start_verb, ratio:stop_words: NLTK data
+            with pytest.raises(ValueError, match="cannot be checked here"):
+                score(row, "ifbench")
+            continue
+        ours = score(row, "ifbench")
+        assert ours["reward"] == row["reward"] and ours["details"]["grading_mode"] == "fraction"
+        assert ours["details"]["follow_instruction_list"] == row["follow_instruction_list"]
+        checked += 1
+    assert checked >= 2  # rollouts 2 (count:keywords_multiple) and 3 (format:line_indent) at least
+
+
+def test_our_rollouts_written_as_nemo_gym_rows_rescore_to_the_same_reward(tmp_path) -> None:
+    from gym_nemo import make_vec
+    from gym_nemo.envs.comp_coding import CompCodingEnv
+    from gym_nemo.integrations.nemo_gym import read_rollout_rows, response_text, to_rollout_row
+    from gym_nemo.policies.reference import ReferencePolicy
+    from gym_nemo.rollout.collect import collect_rollouts
+
+    pool = CompCodingEnv.load_tasks(task_ids=[t.task_id for t in CompCodingEnv.load_tasks() if t.reference])
+    envs = make_vec("nemo/CompCoding-v0", 2, vectorization_mode="sync", task_ids=[t.task_id for t in pool])
+    try:
+        policy = ReferencePolicy(pool, corrupt_rate=0.5, seed=3)
+        records, _ = collect_rollouts(envs, policy, 8, env_id="nemo/CompCoding-v0", seed=0, progress=False)
+    finally:
+        envs.close()
+    assert {r.reward for r in records} == {0.0, 1.0}
+    path = tmp_path / "rollouts.jsonl"
+    path.write_text("".join(json.dumps(to_rollout_row(r)) + "\n" for r in records))
+    for record, row in zip(records, read_rollout_rows(path), strict=True):
+        assert row["response"]["object"] == "response" and row["reward"] == record.reward
+        assert response_text(row["response"]) == record.messages[-1]["content"]  # the final answer, verbatim
+        kinds = [item["type"] for item in row["response"]["output"]]
+        assert kinds[:3] == ["message", "function_call", "function_call_output"]  # the tool run, then the answer
+        assert score(row, "code_gen")["reward"] == record.reward
+        assert to_rollout_row(record.to_row()) == to_rollout_row(record)

@@ -2,22 +2,32 @@
 
 NeMo Gym task rows are what every gym_nemo env takes (``responses_create_params`` + verifier fields).
 A NeMo Gym *rollout* row is the task row plus ``response`` (an OpenAI Responses object) and ``reward``.
-``score(row, server)`` re-scores such a row with the gym_nemo verifier for that resource-server kind.
+``score(row, server)`` re-scores such a row with the gym_nemo verifier for that resource-server kind;
+``join_rollouts`` completes rollout rows that lack verifier fields from their task rows; ``to_rollout_row``
+writes a gym_nemo rollout record as a NeMo Gym rollout row and ``read_rollout_rows`` reads them back.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 
 from gym_nemo.core.env import TextEnv
+from gym_nemo.core.task import input_messages, read_jsonl
+from gym_nemo.core.tool_calls import parse_tool_calls
 
 #: NeMo Gym resource-server kind -> the gym_nemo env whose verifier scores it the same way.
 SERVER_ENVS: dict[str, str] = {
     "evalplus": "nemo/CodeExec-v0",
+    "code_gen": "nemo/CompCoding-v0",
+    "instruction_following": "nemo/InstructionFollowing-v0",
+    "ifbench": "nemo/InstructionFollowing-v0",
 }
 
 
@@ -30,6 +40,22 @@ def response_text(response: Mapping[str, Any]) -> str:
                 return parts
             return "".join(p.get("text", "") for p in parts if p.get("type") in ("output_text", "text", None))
     return ""
+
+
+def last_output_text(response: Mapping[str, Any]) -> str:
+    """The text NeMo Gym's instruction_following and ifbench servers check: ``output[-1].content[0].text``."""
+    output = response.get("output") or []
+    content = output[-1].get("content") if output and isinstance(output[-1], Mapping) else None
+    if isinstance(content, list) and content and isinstance(content[0], Mapping):
+        return str(content[0].get("text") or "")
+    return ""
+
+
+#: Servers that read the answer differently from :func:`response_text`.
+SERVER_TEXT: dict[str, Callable[[Mapping[str, Any]], str]] = {
+    "instruction_following": last_output_text,
+    "ifbench": last_output_text,
+}
 
 
 @functools.cache
@@ -50,5 +76,122 @@ def score(row: Mapping[str, Any], server: str) -> dict[str, Any]:
         raise ValueError("a rollout row needs 'response' (the Responses API object the model produced)")
     env = _scoring_env(env_id)
     task = env.row_to_task(row, 0)
-    verdict = env.verify(task, response_text(row["response"]))
+    verdict = env.verify(task, SERVER_TEXT.get(server, response_text)(row["response"]))
     return {**verdict.to_dict(), "verifier": f"{env.verifier_name}@{env.verifier_version}"}
+
+
+def input_key(row: Mapping[str, Any]) -> str:
+    """A row's prompt as normalised ``[(role, text)]`` JSON: the key that joins rollout rows to task rows (rollouts
+    add ``"type": "message"`` to each input message and may lack the verifier fields, e.g. code_gen's tests)."""
+    return json.dumps([(m["role"], m["content"]) for m in input_messages(row)], ensure_ascii=False)
+
+
+def join_rollouts(rollouts: Iterable[Mapping[str, Any]], tasks: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Each rollout row completed with its task row's fields (the rollout's own values win); raises ``KeyError``
+    for a rollout whose prompt matches no task row."""
+    by_key = {input_key(task): task for task in tasks}
+    joined = []
+    for rollout in rollouts:
+        key = input_key(rollout)
+        if key not in by_key:
+            raise KeyError(f"no task row has this rollout's prompt: {key[:200]}")
+        joined.append({**by_key[key], **rollout})
+    return joined
+
+
+def _text_item(role: str, text: str, index: int) -> dict[str, Any]:
+    kind = "output_text" if role == "assistant" else "input_text"
+    return {
+        "id": f"msg_{index}",
+        "type": "message",
+        "role": role,
+        "status": "completed",
+        "content": [{"type": kind, "text": text, **({"annotations": []} if role == "assistant" else {})}],
+    }
+
+
+def transcript_to_response(messages: Sequence[Mapping[str, Any]], *, model: str = "") -> dict[str, Any]:
+    """A Responses API object from an episode's chat: everything from the first assistant message on.
+
+    Assistant messages become ``message`` items with their text verbatim (tool-call tags included, so the last
+    item's text is the final answer), each decoded tool call a ``function_call`` item, tool results
+    ``function_call_output`` items (paired with the calls in order), and env feedback ``user`` messages.
+    """
+    start = next((i for i, m in enumerate(messages) if m.get("role") == "assistant"), len(messages))
+    output: list[dict[str, Any]] = []
+    pending: list[str] = []
+    for index, message in enumerate(messages[start:]):
+        role, text = message.get("role"), str(message.get("content") or "")
+        if role == "assistant":
+            output.append(_text_item("assistant", text, index))
+            parsed = parse_tool_calls(text)
+            pending = []
+            for n, call in enumerate(parsed.calls):
+                call_id = f"call_{index}_{n}"
+                pending.append(call_id)
+                output.append(
+                    {
+                        "id": f"fc_{index}_{n}",
+                        "type": "function_call",
+                        "call_id": call_id,
+                        "name": call.name,
+                        "arguments": json.dumps(call.arguments, ensure_ascii=False),
+                        "status": "completed",
+                    }
+                )
+        elif role == "tool":
+            call_id = pending.pop(0) if pending and message.get("name") != "error" else f"error_{index}"
+            output.append({"type": "function_call_output", "call_id": call_id, "output": text})
+        else:
+            output.append(_text_item(str(role), text, index))
+    digest = hashlib.sha256(json.dumps(output, sort_keys=True).encode()).hexdigest()[:24]
+    return {
+        "id": f"resp_{digest}",
+        "object": "response",
+        "created_at": 0,
+        "model": model,
+        "status": "completed",
+        "output": output,
+    }
+
+
+def to_rollout_row(record: Any) -> dict[str, Any]:
+    """A gym_nemo rollout record (an ``EpisodeRecord`` or its JSONL dict) as a NeMo Gym rollout row: the task
+    row's fields, ``response`` (built by :func:`transcript_to_response`) and ``reward``, plus gym_nemo's own
+    keys under ``gym_nemo`` so nothing is lost."""
+    data = record.to_row() if hasattr(record, "to_row") else dict(record)
+    task_row = dict(data.get("task_row") or {})
+    if not task_row:  # a JSONL record: the task row's fields sit at the top level beside ours
+        task_row = {k: v for k, v in data.items() if k not in _RECORD_KEYS}
+    extra = {k: data[k] for k in _RECORD_KEYS if k in data and k not in ("messages", "reward", "task_row")}
+    response = transcript_to_response(data.get("messages") or [], model=str(data.get("policy", "")))
+    return {**task_row, "response": response, "reward": float(data.get("reward", 0.0)), "gym_nemo": extra}
+
+
+def read_rollout_rows(path: str | Path) -> list[dict[str, Any]]:
+    """NeMo Gym rollout rows (ours or NeMo Gym's) from a JSONL file; each must have ``response``."""
+    rows = read_jsonl(path)
+    for lineno, row in enumerate(rows, 1):
+        if "response" not in row:
+            raise ValueError(f"{path}: row {lineno} has no 'response'; not a rollout row")
+    return rows
+
+
+_RECORD_KEYS = (
+    "env_id",
+    "task_id",
+    "task_row",
+    "messages",
+    "reward",
+    "step_rewards",
+    "reward_components",
+    "verdict",
+    "terminated",
+    "truncated",
+    "infra_error",
+    "num_turns",
+    "duration_s",
+    "policy",
+    "seed",
+    "versions",
+)
