@@ -35,6 +35,11 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
         print(f"unknown policy {args.policy!r}; available: reference", file=sys.stderr)
         return 2
     tasks = env_class(args.env_id).load_tasks(env_kwargs.get("data"), env_kwargs.get("task_ids"))
+    if env_kwargs.get("task_ids") is None and any(t.reference is None for t in tasks):
+        # The reference policy can only play tasks that have a reference answer.
+        env_kwargs["task_ids"] = [t.task_id for t in tasks if t.reference is not None]
+        print(f"playing the {len(env_kwargs['task_ids'])} of {len(tasks)} tasks that have a reference answer")
+        tasks = env_class(args.env_id).load_tasks(env_kwargs.get("data"), env_kwargs["task_ids"])
     policy = ReferencePolicy(tasks, corrupt_rate=args.corrupt_rate, seed=args.seed)
 
     out = Path(args.out)

@@ -131,3 +131,19 @@ def _fuzz_env() -> InstructionFollowingEnv:
     if not _ENV:
         _ENV.append(InstructionFollowingEnv(data=[ROW], grading_mode="fraction"))
     return _ENV[0]
+
+
+def test_cli_rollouts_play_tasks_with_references_and_rescore_as_nemo_gym_rows(tmp_path, capsys) -> None:
+    from gym_nemo.cli import main
+    from gym_nemo.integrations.nemo_gym import score, to_rollout_row
+
+    out = tmp_path / "if.jsonl"
+    args = ["rollout", "nemo/InstructionFollowing-v0", "--num-episodes", "12", "--num-envs", "2"]
+    assert main([*args, "--vectorization", "sync", "--corrupt-rate", "0.5", "--out", str(out), "--quiet"]) == 0
+    assert "playing the 69 of 276 tasks that have a reference answer" in capsys.readouterr().out
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {r["reward"] for r in records} == {0.0, 1.0}
+    for record in records:
+        row = to_rollout_row(record)
+        assert row["id"] == record["id"] and "messages" not in row
+        assert score(row, "ifbench")["reward"] == record["reward"]
