@@ -110,6 +110,8 @@ def test_row_round_trip_with_a_full_tau2_task_and_domain_checks(airline) -> None
             ToolUseEnv.row_to_task({**row, "verifier_metadata": bad}, 0)
     with pytest.raises(ValueError):
         ToolUseEnv(domain="telecom")
+    with pytest.raises(ValueError, match="the data has"):
+        ToolUseEnv(data=ToolUseEnv.domain_rows("retail")[:2])
 
 
 names = st.sampled_from(["get_user_details", "cancel_reservation", "search_direct_flight", "nope", ""])

@@ -151,6 +151,9 @@ class ToolUseEnv(TextEnv):
         if kwargs.get("data") is None:
             kwargs["data"] = self.domain_rows(domain)
         super().__init__(**kwargs)
+        others = sorted({t.hidden["domain"] for t in self.tasks} - {domain})
+        if others:
+            raise ValueError(f"this env serves {domain!r} tasks; the data has {others} tasks too")
 
     # ------------------------------------------------------------------ tasks
     @classmethod
@@ -200,12 +203,14 @@ class ToolUseEnv(TextEnv):
 
     # ------------------------------------------------------------------ episode state and tools
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+        row = (options or {}).get("task")
+        if isinstance(row, Mapping):  # check before the episode state changes
+            wanted = self.row_to_task(row, -1).hidden["domain"]
+            if wanted != self.domain:
+                raise ValueError(f"this env serves {self.domain!r} tasks; make one with domain={wanted!r}")
+        self._env = None
         obs, info = super().reset(seed=seed, options=options)
         assert self.task is not None
-        if self.task.hidden["domain"] != self.domain:
-            raise ValueError(
-                f"this env serves {self.domain!r} tasks; make one with domain={self.task.hidden['domain']!r}"
-            )
         self._env = _prepared_environment(self.domain, self.task.hidden["task"])
         self._calls = 0
         return obs, info
