@@ -52,17 +52,22 @@ def host_cmdlines() -> str:
     return "\n".join(out)
 
 
+def host_mounts() -> list[str]:
+    """The host's mount table, less the Docker engine's own container bookkeeping (overlay, nsfs)."""
+    return [line for line in Path("/proc/self/mountinfo").read_text().splitlines() if "docker" not in line]
+
+
 @pytest.fixture
 def host_unchanged(sandbox: Sandbox) -> Iterator[None]:
     """Snapshot what an escape would change; compare after the attack; then prove the sandbox still works."""
     tmp_before = set(os.listdir(tempfile.gettempdir()))
-    mounts_before = Path("/proc/self/mountinfo").read_text()
+    mounts_before = host_mounts()
     yield
     deadline = time.monotonic() + 3
     while host_processes_of_sandbox_uids() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert host_processes_of_sandbox_uids() == [], "a sandboxed process outlived its call"
-    assert Path("/proc/self/mountinfo").read_text() == mounts_before
+    assert host_mounts() == mounts_before
     new_tmp = {n for n in set(os.listdir(tempfile.gettempdir())) - tmp_before if not n.startswith("pytest")}
     assert not {n for n in new_tmp if "redteam" in n}, new_tmp
     after = sandbox.run("print('still working')")

@@ -114,6 +114,7 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 
 PR_SET_CHILD_SUBREAPER = 36
+PR_SET_DUMPABLE = 4
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_SECCOMP = 22
 SECCOMP_MODE_FILTER = 2
@@ -607,15 +608,15 @@ def _session_loop(namespace: dict, workdir: str) -> int:
 
 
 class Server:
-    def __init__(self, iso: Isolation, slots: int, idle_exit_s: float, max_sessions: int = 1024) -> None:
+    def __init__(self, iso: Isolation, slots: range, idle_exit_s: float, session_uids: range = range(0)) -> None:
         self.iso = iso
         # Slots bound how many calls execute at once; each has its own uid, so RLIMIT_NPROC is per call.
         self.slots: asyncio.Queue[int] = asyncio.Queue()
-        for i in range(slots):
+        for i in slots:
             self.slots.put_nowait(i)
         # Sessions idle between runs, so they hold a uid of their own (not a slot) for their lifetime and
         # take a slot only while a run executes.
-        self.session_uids = list(range(slots, slots + max_sessions))
+        self.session_uids = list(session_uids)
         self.statuses: dict[int, int] = {}
         self.sessions: dict[str, dict] = {}
         self.active: set[int] = set()
@@ -973,7 +974,7 @@ class Server:
         if op == "info":
             return self.iso.describe()
         if op == "ping":
-            return {"pong": True, "pid": os.getpid()}
+            return {"pong": True, "pid": os.getpid(), "supervisor": os.getppid()}
         if op == "shutdown":
             self.stopping.set()
             return {"stopping": True}
@@ -1051,45 +1052,105 @@ def _killpg(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
-async def _main(args) -> None:
+def _warm_up() -> None:
     for name in WARM_MODULES:
         __import__(name)
-    prctl(PR_SET_CHILD_SUBREAPER, 1)
-    runtime_dir = tempfile.mkdtemp(prefix="gym_nemo_fs_", dir=args.runtime_dir)  # removed at exit
-    iso = Isolation(not args.no_namespaces, args.base_uid, args.slots, runtime_dir)
-    server = Server(iso, args.slots, args.idle_exit)
+
+
+async def _serve_worker(server: Server, listener: socket.socket) -> None:
+    """One pre-forked worker: accept clients on the shared listening socket until idle or told to stop."""
+    prctl(PR_SET_CHILD_SUBREAPER, 1)  # orphans of this worker's calls come back to it
+    if os.geteuid() != 0:
+        prctl(PR_SET_DUMPABLE, 0)  # calls share our uid here: keep them out of /proc/<pid>/mem and ptrace
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, server.stopping.set)
+    srv = await asyncio.start_unix_server(server.serve_stream, sock=listener)
+    watcher = asyncio.ensure_future(server.idle_watch())
     try:
-        if args.socket:
-            srv = await asyncio.start_unix_server(server.serve_stream, path=args.socket)
-            os.chmod(args.socket, 0o600)
-            print(json.dumps({"ready": True, "pid": os.getpid(), **iso.describe()}), flush=True)
-            watcher = asyncio.ensure_future(server.idle_watch())
-            await server.stopping.wait()
-            watcher.cancel()
-            srv.close()
-        else:  # stdio: one client, e.g. `docker exec -i` or an attached container
-            reader = asyncio.StreamReader(limit=MAX_FRAME)
-            await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(0, "rb", 0))
-            out = os.fdopen(os.dup(1), "wb", 0)
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, 1)  # nothing else may write into the protocol stream
-            transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, out)
-            writer = asyncio.StreamWriter(transport, protocol, reader, loop)
-            writer.write(encode_frame({"ready": True, "pid": os.getpid(), **iso.describe()}))
-            serve = asyncio.ensure_future(server.serve_stream(reader, writer))
-            stop = asyncio.ensure_future(server.stopping.wait())
-            await asyncio.wait({serve, stop}, return_when=asyncio.FIRST_COMPLETED)
+        await server.stopping.wait()
     finally:
+        watcher.cancel()
+        srv.close()
         for sid in list(server.sessions):
             await server._end_session(sid)
+
+
+def serve_socket(args) -> None:
+    """Bind the socket, set up isolation once, pre-fork one worker per core, wait for them all to exit."""
+    _warm_up()
+    runtime_dir = tempfile.mkdtemp(prefix="gym_nemo_fs_", dir=args.runtime_dir)  # removed at exit
+    iso = Isolation(not args.no_namespaces, args.base_uid, args.slots, runtime_dir)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(args.socket)
+    os.chmod(args.socket, 0o600)
+    listener.listen(1024)
+    workers = max(1, min(args.workers or os.cpu_count() or 1, args.slots))
+    per_slots = -(-args.slots // workers)
+    per_sessions = args.max_sessions // workers
+    pids = []
+    for w in range(workers):
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                server = Server(
+                    iso,
+                    range(w * per_slots, min((w + 1) * per_slots, args.slots)),
+                    args.idle_exit,
+                    range(args.slots + w * per_sessions, args.slots + (w + 1) * per_sessions),
+                )
+                asyncio.run(_serve_worker(server, listener))
+            except BaseException:
+                traceback.print_exc()
+                code = 1
+            finally:
+                os._exit(code)
+        pids.append(pid)
+    listener.close()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: [_kill(p, signal.SIGTERM) for p in pids])
+    print(json.dumps({"ready": True, "pid": os.getpid(), "workers": pids, **iso.describe()}), flush=True)
+    try:
+        remaining = set(pids)
+        while remaining:
+            try:
+                pid, _ = os.wait()
+            except ChildProcessError:
+                break
+            remaining.discard(pid)
+    finally:
         iso.cleanup()
         shutil.rmtree(runtime_dir, ignore_errors=True)
-        if args.socket:
-            with contextlib.suppress(OSError):
-                os.unlink(args.socket)
+        with contextlib.suppress(OSError):
+            os.unlink(args.socket)
+
+
+async def serve_stdio(args) -> None:
+    """Serve one client over stdin/stdout (e.g. ``docker exec -i`` or an attached container)."""
+    _warm_up()
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
+    runtime_dir = tempfile.mkdtemp(prefix="gym_nemo_fs_", dir=args.runtime_dir)
+    iso = Isolation(not args.no_namespaces, args.base_uid, args.slots, runtime_dir)
+    server = Server(iso, range(args.slots), args.idle_exit, range(args.slots, args.slots + args.max_sessions))
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=MAX_FRAME)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(0, "rb", 0))
+    out = os.fdopen(os.dup(1), "wb", 0)
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # nothing else may write into the protocol stream
+    transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, out)
+    writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+    writer.write(encode_frame({"ready": True, "pid": os.getpid(), **iso.describe()}))
+    try:
+        await server.serve_stream(reader, writer)
+    finally:
+        iso.cleanup()
+        shutil.rmtree(runtime_dir, ignore_errors=True)
+
+
+def _kill(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -1102,8 +1163,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-namespaces", action="store_true")
     parser.add_argument("--runtime-dir", help="where to make the private dir for the skeleton root and scratch dirs")
     parser.add_argument("--idle-exit", type=float, default=0.0, help="exit after this many idle seconds (0: never)")
+    parser.add_argument("--workers", type=int, default=0, help="pre-forked server processes (default: one per core)")
+    parser.add_argument("--max-sessions", type=int, default=1024)
     args = parser.parse_args(argv)
-    asyncio.run(_main(args))
+    if args.socket:
+        serve_socket(args)
+    else:
+        asyncio.run(serve_stdio(args))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,326 @@
+"""``DockerSandbox``: a warm pool of locked-down containers, each running the gym_nemo fork server.
+
+Every container is started once and kept warm: no network (``network_mode="none"``), read-only root, a
+tmpfs ``/tmp``, a non-root user, ``cap_drop=ALL``, ``no-new-privileges``, pids/memory/CPU limits and a
+CPU-time ulimit, optionally ``runtime="runsc"`` (gVisor). Inside, ``forkserver.py`` (mounted read-only
+from this package, so host and container always speak the same protocol) listens on a unix socket in a
+per-container directory bind-mounted from the host: a call is one request over that persistent stream and
+costs milliseconds, not a ``docker exec`` or ``docker run``. Inside the container the fork server adds
+per-call rlimits, process-group kills, a seccomp filter and a fresh scratch dir.
+
+Containers are shared machine-wide by configuration (labels + the socket directory), exit by themselves
+after ``idle_exit_s`` without clients (``auto_remove``), and a container that stops answering is killed and
+replaced. ``fresh_container_per_session=True`` gives each session a container of its own, removed when the
+session closes (a fresh filesystem per episode).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import itertools
+import json
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from gym_nemo.sandbox.base import ExecResult, Limits
+from gym_nemo.sandbox.local import FORKSERVER, LANGUAGES, ForkServerClient, _result, runtime_dir
+
+DEFAULT_IMAGE = "gym-nemo-sandbox:1"
+CONTAINER_UID = 1000
+LABEL = "org.gym_nemo.pool"
+
+
+def docker_unavailable_reason(image: str = DEFAULT_IMAGE) -> str | None:
+    """Why the docker backend cannot run here (no SDK, no engine, no image), or None if it can."""
+    try:
+        import docker
+    except ImportError:
+        return "the docker SDK is not installed (pip install 'gym-nemo[docker]')"
+    try:
+        client = docker.from_env(timeout=10)
+        client.ping()
+    except Exception as exc:
+        return f"no Docker engine answers ({type(exc).__name__}: {exc}); scripts/test.sh starts one as root"
+    try:
+        client.images.get(image)
+    except Exception:
+        return f"image {image} is not built; run sandbox/build_image.sh"
+    return None
+
+
+class _Container:
+    """One pooled container and this process's connection to its fork server."""
+
+    def __init__(self, name: str, sock_path: Path) -> None:
+        self.name = name
+        self.sock_path = sock_path
+        self.client: ForkServerClient | None = None
+        self.lock = threading.Lock()
+
+    def connect(self, deadline: float) -> ForkServerClient:
+        while self.client is None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(str(self.sock_path))
+                self.client = ForkServerClient(sock)
+            except OSError:
+                sock.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+        return self.client
+
+
+class DockerSandbox:
+    """Docker backend; see the module docstring. ``pool_size`` containers, ``slots`` calls each."""
+
+    name = "docker"
+
+    def __init__(
+        self,
+        limits: Limits | None = None,
+        *,
+        image: str = DEFAULT_IMAGE,
+        pool_size: int = 2,
+        slots: int = 2,
+        runtime: str | None = None,
+        cpus: float = 1.0,
+        pids_limit: int = 256,
+        idle_exit_s: float = 120.0,
+        fresh_container_per_session: bool = False,
+    ) -> None:
+        import docker
+
+        self.limits = limits or Limits()
+        self.docker = docker.from_env(timeout=60)
+        self.image = image
+        self.image_id = self.docker.images.get(image).id
+        self.pool_size = pool_size
+        self.slots = slots
+        self.runtime = runtime
+        self.cpus = cpus
+        self.pids_limit = pids_limit
+        self.idle_exit_s = idle_exit_s
+        self.fresh_container_per_session = fresh_container_per_session
+        server = hashlib.sha256(FORKSERVER.read_bytes()).hexdigest()
+        ident = json.dumps([self.image_id, server, slots, self._settings(), repr(self.limits)], sort_keys=True)
+        self.key = hashlib.sha256(ident.encode()).hexdigest()[:12]
+        self.pool_dir = runtime_dir() / f"docker-{self.key}"
+        self.pool_dir.mkdir(mode=0o700, exist_ok=True)
+        self._containers: list[_Container] = []
+        self._rr = itertools.count()
+        self._pid = os.getpid()
+        self._pool_lock = threading.Lock()
+        self._info: dict[str, Any] | None = None
+
+    # -- containers
+    def _settings(self) -> dict[str, Any]:
+        """Everything about a container but its name and mounts; its hash names the shared pool."""
+        memory = f"{self.slots * self.limits.memory_mb + 256}m"  # room for every slot's address space
+        return {
+            "network_mode": "none",
+            "read_only": True,
+            "user": f"{CONTAINER_UID}:{CONTAINER_UID}",
+            "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges"],
+            "pids_limit": self.pids_limit,
+            "mem_limit": memory,
+            "memswap_limit": memory,
+            "nano_cpus": int(self.cpus * 1e9),
+            "tmpfs": {"/tmp": "rw,exec,nosuid,nodev,size=512m,mode=1777"},  # exec: compiled C++ runs here
+            "environment": {"LANG": "C.UTF-8"},
+            "runtime": self.runtime,
+        }
+
+    def _start_container(self, pooled: bool = True) -> _Container:
+        from docker.types import Ulimit
+
+        name = f"gym-nemo-{self.key}-{os.urandom(4).hex()}"
+        host_dir = self.pool_dir / name
+        host_dir.mkdir(mode=0o700)
+        os.chown(host_dir, CONTAINER_UID, CONTAINER_UID)
+        command = ["python3", "-I", "/opt/gym_nemo/forkserver.py", "--socket", "/run/gym_nemo/fs.sock",
+                   "--runtime-dir", "/tmp", "--slots", str(self.slots), "--base-uid", "0",
+                   "--idle-exit", str(self.idle_exit_s if pooled else 0)]  # fmt: skip
+        self.docker.containers.run(
+            self.image,
+            command=command,
+            name=name,
+            detach=True,
+            auto_remove=True,
+            ulimits=[Ulimit(name="cpu", soft=86_400, hard=86_400), Ulimit(name="core", soft=0, hard=0)],
+            volumes={
+                str(FORKSERVER): {"bind": "/opt/gym_nemo/forkserver.py", "mode": "ro"},
+                str(host_dir): {"bind": "/run/gym_nemo", "mode": "rw"},
+            },
+            labels={LABEL: self.key, "org.gym_nemo.image": self.image_id},
+            **self._settings(),
+        )
+        return _Container(name, host_dir / "fs.sock")
+
+    def _running(self) -> list[_Container]:
+        found = self.docker.containers.list(filters={"label": f"{LABEL}={self.key}", "status": "running"})
+        return [_Container(c.name, self.pool_dir / c.name / "fs.sock") for c in found
+                if (self.pool_dir / c.name / "fs.sock").exists()]  # fmt: skip
+
+    def _pool(self) -> list[_Container]:
+        if self._pid != os.getpid():  # never share the parent's connections after a fork
+            self._containers, self._pid = [], os.getpid()
+        with self._pool_lock:
+            if not self._containers:
+                with open(self.pool_dir / "pool.lock", "w") as lock:
+                    fcntl.flock(lock, fcntl.LOCK_EX)  # one process at a time grows the shared pool
+                    pool = self._running()
+                    while len(pool) < self.pool_size:
+                        pool.append(self._start_container())
+                self._containers = pool[: self.pool_size]
+            return list(self._containers)
+
+    def _replace(self, dead: _Container) -> None:
+        self._remove(dead.name)
+        with self._pool_lock:
+            if dead in self._containers:
+                self._containers.remove(dead)
+                self._containers.append(self._start_container())
+
+    def _remove(self, name: str) -> None:
+        try:
+            self.docker.containers.get(name).remove(force=True)
+        except Exception:  # already gone (auto_remove) is fine
+            pass
+
+    def _pick(self) -> _Container:
+        pool = self._pool()
+        start = next(self._rr)
+        for i in range(len(pool)):  # prefer a container whose connection is free
+            candidate = pool[(start + i) % len(pool)]
+            if candidate.lock.acquire(blocking=False):
+                candidate.lock.release()
+                return candidate
+        return pool[start % len(pool)]
+
+    def _request(self, container: _Container, req: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        try:
+            with container.lock:
+                client = container.connect(time.monotonic() + 30)
+                client.sock.settimeout(timeout_s + 15)  # the fork server kills the call at timeout_s
+                return client.request(req)
+        except (OSError, ConnectionError) as exc:
+            self._replace(container)
+            return {"infra_error": f"docker sandbox container {container.name} failed: {exc}"}
+
+    # -- Sandbox protocol
+    def _limits(self, timeout: float | None, memory_mb: int | None) -> dict[str, Any]:
+        lim = self.limits
+        return {
+            "timeout_s": float(timeout if timeout is not None else lim.timeout_s),
+            "memory_mb": int(memory_mb if memory_mb is not None else lim.memory_mb),
+            "max_output_bytes": lim.max_output_bytes,
+            "max_file_mb": lim.max_file_mb,
+            "max_open_files": lim.max_open_files,
+            "max_processes": lim.max_processes,
+        }
+
+    def run(
+        self,
+        code: str,
+        *,
+        language: str = "python",
+        stdin: str = "",
+        timeout: float | None = None,
+        memory_mb: int | None = None,
+    ) -> ExecResult:
+        if language not in LANGUAGES:
+            raise ValueError(f"unsupported language {language!r}; supported: {', '.join(LANGUAGES)}")
+        limits = self._limits(timeout, memory_mb)
+        req = {"op": "run", "code": code, "language": language, "stdin": stdin, "limits": limits}
+        return _result(self._request(self._pick(), req, limits["timeout_s"]))
+
+    def session(self, *, timeout: float | None = None, memory_mb: int | None = None) -> DockerSession:
+        return DockerSession(self, self._limits(timeout, memory_mb))
+
+    def info(self) -> dict[str, Any]:
+        if self._info is None:
+            reply = self._request(self._pick(), {"op": "info"}, 10)
+            if "infra_error" in reply:
+                raise RuntimeError(reply["infra_error"])
+            self._info = {**reply, "image": self.image, "image_id": self.image_id, "runtime": self.runtime or "runc"}
+        return self._info
+
+    def enforced(self) -> dict[str, bool]:
+        inside = dict(self.info()["enforced"])
+        # What the container adds around the fork server's own per-call limits.
+        inside.update(no_network=True, filesystem_isolation=True, unprivileged_uid=True, processes=True,
+                      pid_namespace=True)  # fmt: skip
+        return inside
+
+    def close(self) -> None:
+        """Drop this process's connections; the shared containers exit when idle."""
+        for container in self._containers:
+            if container.client is not None and self._pid == os.getpid():
+                container.client.close()
+            container.client = None
+        self._containers = []
+
+    def remove_pool(self) -> None:
+        """Remove every container of this configuration now (tests, benchmarks, shutdown)."""
+        self.close()
+        for c in self.docker.containers.list(all=True, filters={"label": f"{LABEL}={self.key}"}):
+            self._remove(c.name)
+
+
+class DockerSession:
+    """A stateful session pinned to one container (its own container if ``fresh_container_per_session``)."""
+
+    def __init__(self, sandbox: DockerSandbox, limits: dict[str, Any]) -> None:
+        self.sandbox = sandbox
+        self.limits = limits
+        self._container: _Container | None = None
+        self._own = False
+        self._sid: str | None = None
+        self._lost = False
+
+    def run(
+        self, code: str, *, stdin: str = "", timeout: float | None = None, memory_mb: int | None = None
+    ) -> ExecResult:
+        box = self.sandbox
+        if self._sid is None:
+            if box.fresh_container_per_session:
+                self._container, self._own = box._start_container(pooled=False), True
+            else:
+                self._container = box._pick()
+            reply = box._request(self._container, {"op": "session_open", "limits": self.limits}, 30)
+            if "session" not in reply:
+                return ExecResult(infra_error=reply.get("infra_error") or "session failed")
+            self._sid = reply["session"]
+        assert self._container is not None
+        limits = {"timeout_s": timeout, "memory_mb": memory_mb}
+        run_timeout = float(timeout if timeout is not None else self.limits["timeout_s"])
+        req = {"op": "session_run", "session": self._sid, "code": code, "stdin": stdin, "limits": limits}
+        reply = box._request(self._container, req, run_timeout)
+        result = _result(reply)
+        note = "[a fresh session was started: variables from earlier calls are gone]\n" if self._lost else ""
+        self._lost = bool(reply.get("session_lost"))
+        if self._lost or "infra_error" in reply:
+            self._sid = None
+        if note and result.infra_error is None:
+            result = ExecResult(**{**result.to_dict(), "stderr": note + result.stderr})
+        return result
+
+    def close(self) -> None:
+        if self._sid is not None and self._container is not None:
+            self.sandbox._request(self._container, {"op": "session_close", "session": self._sid}, 10)
+        if self._own and self._container is not None:
+            self.sandbox._remove(self._container.name)
+        self._sid, self._container, self._own = None, None, False
+
+    def __enter__(self) -> DockerSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
