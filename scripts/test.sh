@@ -1,9 +1,26 @@
 #!/usr/bin/env bash
 # The test suite: lint, format check and pytest. Sets itself up on first run. Extra arguments go to pytest.
+# As root it also provides a Docker engine for the docker sandbox tests (sandbox/start_docker.sh: an
+# engine with --bridge=none --iptables=false and its own data root, or the one already running), builds the
+# sandbox image offline (sandbox/build_image.sh), and stops the engine it started by PID afterwards.
+# Docker tests skip, saying why, only when no engine can be had at all.
 set -euo pipefail
-GYM_NEMO_EXTRAS=test,suite,judge
+GYM_NEMO_EXTRAS=test,suite,judge,docker
 source "$(dirname "$0")/setup.sh"
 cd "$ROOT"
 ruff check .
 ruff format --check .
-exec python -m pytest "$@"
+
+if [ "${GYM_NEMO_DOCKER:-1}" = 1 ]; then
+  if docker_env="$(bash sandbox/start_docker.sh)"; then
+    eval "$docker_env"
+    if [ -n "${GYM_NEMO_DOCKERD_PID:-}" ]; then
+      trap 'kill "$GYM_NEMO_DOCKERD_PID" 2>/dev/null || true; wait "$GYM_NEMO_DOCKERD_PID" 2>/dev/null || true' EXIT
+    fi
+    echo "sandbox image: $(bash sandbox/build_image.sh)" || echo "sandbox image build failed; docker tests will skip" >&2
+  else
+    echo "no Docker engine could be started; docker sandbox tests will skip" >&2
+  fi
+fi
+
+python -m pytest "$@"

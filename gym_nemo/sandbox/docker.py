@@ -16,6 +16,7 @@ session closes (a fresh filesystem per episode).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import itertools
@@ -189,10 +190,8 @@ class DockerSandbox:
                 self._containers.append(self._start_container())
 
     def _remove(self, name: str) -> None:
-        try:
+        with contextlib.suppress(Exception):  # already gone (auto_remove) is fine
             self.docker.containers.get(name).remove(force=True)
-        except Exception:  # already gone (auto_remove) is fine
-            pass
 
     def _pick(self) -> _Container:
         pool = self._pool()
