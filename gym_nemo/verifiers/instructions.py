@@ -70,20 +70,23 @@ def _nltk_data_dir() -> str:
 
 @contextlib.contextmanager
 def _offline() -> Iterator[None]:
-    """NLTK data on the path, ``nltk.download`` a no-op, and ``random`` seeded (checkers draw defaults from it)
-    and restored afterwards, so checking is deterministic and never touches the network."""
+    """NLTK data on the path, ``nltk.download`` a no-op, ``random`` (checkers draw defaults from it) and langdetect
+    (it samples) seeded, all restored afterwards: checking is deterministic and never touches the network."""
     import nltk
+    from langdetect import DetectorFactory
 
     _nltk_data_dir()
     with _LOCK:
-        download, state = nltk.download, random.getstate()
+        download, state, lang_seed = nltk.download, random.getstate(), DetectorFactory.seed
         nltk.download = lambda *args, **kwargs: False
         random.seed(0)
+        DetectorFactory.seed = 0
         try:
             yield
         finally:
             nltk.download = download
             random.setstate(state)
+            DetectorFactory.seed = lang_seed
 
 
 # ---------------------------------------------------------------------------------------------- registries
