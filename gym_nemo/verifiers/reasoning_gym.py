@@ -1,0 +1,74 @@
+"""reasoning-gym answers scored by the generator's own scorer, bounded in time.
+
+The answer is read from the response as NeMo Gym's reasoning_gym server reads it: the last
+``<answer>...</answer>`` block (reasoning-gym's convention), else the first ``\\boxed{...}`` (without nested
+braces), else the whole message. The generator's ``score_answer(answer, entry)`` gives the reward (some give
+partial credit; ``passed`` means 1.0). Scorers have no time limit of their own (several parse the answer with
+SymPy), so they run in the verifier worker process (:mod:`gym_nemo.verifiers.worker`) with a wall-time
+bound; an overrun, or a scorer that raises, scores 0. The scorer is rebuilt from the dataset's name and
+config (the generator's default config when the row does not record one, as NeMo Gym does).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from importlib import metadata
+from typing import Any
+
+from gym_nemo.core.verdict import Verdict
+from gym_nemo.verifiers.worker import VerifierWorker, default_worker
+
+
+def _version() -> str:
+    try:
+        return metadata.version("reasoning-gym")
+    except metadata.PackageNotFoundError:
+        return "missing"
+
+
+VERIFIER_VERSION = f"1+reasoning-gym-{_version()}"
+DEFAULT_TIMEOUT_S = 10.0
+_ANSWER_TAG = re.compile(r"<answer>\s?(.*?)\s?</answer>", re.DOTALL)
+_BOXED = re.compile(r"\\boxed\{([^}]+)\}")
+
+
+def extract_answer(response: str) -> tuple[str, str]:
+    """``(answer, how)``: ``how`` is ``"answer_tag"``, ``"boxed"`` or ``"whole_message"``."""
+    tags = _ANSWER_TAG.findall(response)
+    if tags:
+        return tags[-1].strip(), "answer_tag"
+    boxed = _BOXED.search(response)
+    if boxed:
+        return boxed.group(1).strip(), "boxed"
+    return response.strip(), "whole_message"
+
+
+def score_reasoning_gym(
+    dataset: str,
+    config: Mapping[str, Any] | None,
+    entry: Mapping[str, Any],
+    response: str,
+    *,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    worker: VerifierWorker | None = None,
+) -> Verdict:
+    """Score ``response`` on ``entry`` (``question``, ``answer``, ``metadata``, JSON-encoded with
+    ``_worker_main.to_json``) with generator ``dataset`` built from ``config`` (``None``: its defaults)."""
+    answer, how = extract_answer(response)
+    details: dict[str, Any] = {"dataset": dataset, "extracted_answer": answer, "extraction": how}
+    result = (worker or default_worker()).call(
+        "reasoning_gym", timeout_s, dataset=dataset, config=config, answer=answer, entry=dict(entry)
+    )
+    note = "" if how == "answer_tag" else " (no <answer>...</answer> block was found, so the whole message was scored)"
+    if how == "boxed":
+        note = " (no <answer>...</answer> block was found; the \\boxed{} answer was scored)"
+    if result.get("timed_out") or result.get("died") or result.get("error"):
+        what = "took too long" if result.get("timed_out") else "could not score it"
+        details.update({k: result[k] for k in ("timed_out", "died", "error") if result.get(k)})
+        return Verdict(reward=0.0, passed=False, reason=f"the scorer {what}{note}", details=details)
+    reward = min(max(float(result["reward"]), 0.0), 1.0)
+    passed = reward >= 1.0
+    shown = answer if len(answer) <= 200 else f"{answer[:200]}..."
+    reason = "correct" if passed else f"the answer {shown!r} scored {reward:g}"
+    return Verdict(reward=reward, passed=passed, fraction=reward, reason=reason + note, details=details)
