@@ -2,8 +2,9 @@
 
 Each episode it first calls the env's first tool with the reference code (a real multi-turn episode
 through the sandbox), then submits the reference as its final answer. With ``corrupt_rate`` > 0 a seeded
-share of episodes submit a broken answer instead (wrong return value, syntax error, or no code block),
-so rewards are mixed and every verifier path runs. A task whose reference is a tuple of messages (multi-turn
+share of episodes submit a broken answer instead (wrong return value, syntax error, or no code block; for a
+text answer such as ``\\boxed{42}`` or ``Answer: C``, a wrong answer or none), so rewards are mixed and every
+verifier path runs. A task whose reference is a tuple of messages (multi-turn
 tool use) gets them one per turn; corrupted, it skips to the last one.
 """
 
@@ -20,10 +21,43 @@ from gym_nemo.core.task import TaskSource
 from gym_nemo.core.tool_calls import last_code_block
 
 CORRUPTIONS = ("wrong_return", "syntax_error", "no_code")
+#: For references whose final answer is text (``\\boxed{...}``, ``<answer>...</answer>``, ``Answer: X``).
+TEXT_CORRUPTIONS = ("wrong_answer", "no_answer")
+_TEXT_ANSWER = re.compile(r"<answer>(.*?)</answer>|^Answer: ([A-Z])$", re.MULTILINE | re.DOTALL)
+
+
+def _final_answer_span(answer: str) -> tuple[int, int] | None:
+    """Where the final answer's text is: inside the last ``\\boxed{}``, ``<answer>`` block or ``Answer: X``."""
+    start = answer.rfind("\\boxed{")
+    if start >= 0:
+        depth, begin = 0, start + len("\\boxed{")
+        for i in range(begin - 1, len(answer)):
+            depth += {"{": 1, "}": -1}.get(answer[i], 0)
+            if depth == 0:
+                return begin, i
+    matches = list(_TEXT_ANSWER.finditer(answer))
+    if matches:
+        group = 1 if matches[-1].group(1) is not None else 2
+        return matches[-1].span(group)
+    return None
+
+
+def _wrong(text: str) -> str:
+    """A different answer: n+1 for an integer, the next of A-D for a letter, else the text plus one."""
+    if re.fullmatch(r"-?\d+", text.strip()):
+        return str(int(text) + 1)
+    if re.fullmatch(r"[A-Z]", text.strip()):
+        return "ABCD"[("ABCD".index(text.strip()) + 1) % 4] if text.strip() in "ABCD" else "A"
+    return f"{text} + 1"
 
 
 def corrupt(answer: str, kind: str) -> str:
     """A broken variant of a reference answer."""
+    if kind in TEXT_CORRUPTIONS:
+        span = _final_answer_span(answer)
+        if kind == "no_answer" or span is None:
+            return "I am not sure of the answer, so I will leave it open."
+        return answer[: span[0]] + _wrong(answer[span[0] : span[1]]) + answer[span[1] :]
     code = last_code_block(answer) or ""
     if kind == "wrong_return":
         # Shadow the solution with a function of the same name that returns None.
@@ -70,5 +104,6 @@ class ReferencePolicy:
             call = {"name": code_tools[0], "arguments": {"code": code + "\nprint('compiled ok')"}}
             return f"Let me check that my solution compiles.\n<tool_call>\n{json.dumps(call)}\n</tool_call>"
         if self.rng.random() < self.corrupt_rate:
-            return corrupt(task.reference, CORRUPTIONS[int(self.rng.integers(len(CORRUPTIONS)))])
+            kinds = TEXT_CORRUPTIONS if _final_answer_span(task.reference) else CORRUPTIONS
+            return corrupt(task.reference, kinds[int(self.rng.integers(len(kinds)))])
         return f"Here is my solution:\n{task.reference}"
