@@ -101,3 +101,48 @@ def test_our_rollouts_written_as_nemo_gym_rows_rescore_to_the_same_reward(tmp_pa
         assert kinds[:3] == ["message", "function_call", "function_call_output"]  # the tool run, then the answer
         assert score(row, "code_gen")["reward"] == record.reward
         assert to_rollout_row(record.to_row()) == to_rollout_row(record)
+
+
+def test_math_with_judge_rollouts_rescore_to_the_stored_reward() -> None:
+    """Every math_with_judge rollout: our reward equals NeMo Gym's, and so do math-verify's own score
+    (``library_reward``) and the answer it extracted. Rows the judge re-checked (library 0) stay 0 with ours off."""
+    rows = rollouts("math_with_judge")
+    assert sorted(r["reward"] for r in rows) == [0.0, 0.0, 1.0, 1.0, 1.0]
+    for row in rows:
+        ours = score(row, "math_with_judge")
+        assert ours["infra_error"] is None
+        assert ours["reward"] == row["reward"], row["expected_answer"]
+        assert ours["details"]["library_reward"] == row["library_reward"]
+        assert ours["details"]["extracted_answer"] == row["extracted_answer"]
+        assert ours["verifier"].startswith("math_verify@1+math-verify-")
+
+
+def test_math_with_judge_task_rows_load_as_they_are() -> None:
+    import gymnasium as gym
+
+    env = gym.make("nemo/Math-v0")
+    try:
+        for row in tasks("math_with_judge"):
+            obs, info = env.reset(options={"task": row})
+            assert row["question"] in obs
+            _, reward, terminated, _, info = env.step(f"So the answer is \\boxed{{{row['expected_answer']}}}.")
+            assert terminated and reward == 1.0, (row["expected_answer"], info["verdict"])
+    finally:
+        env.close()
+
+
+def test_reasoning_gym_rows_in_nemo_gyms_format_score_with_the_default_scorer() -> None:
+    """NeMo Gym's reasoning_gym rows (the entry's fields at the top level, no config) score like its server:
+    <answer> tag, else the first \\boxed{}, else the whole text, with the generator's default scorer."""
+    import reasoning_gym
+
+    entry = reasoning_gym.create_dataset("basic_arithmetic", size=1, seed=7)[0]
+    row = {"responses_create_params": {"input": [{"role": "user", "content": entry["question"]}]}, **entry}
+
+    def rescored(text: str) -> float:
+        return score({**row, "response": {"output": [{"type": "message", "content": text}]}}, "reasoning_gym")["reward"]
+
+    assert rescored(f"<answer>{entry['answer']}</answer>") == 1.0
+    assert rescored(f"\\boxed{{{entry['answer']}}}") == 1.0
+    assert rescored(str(entry["answer"])) == 1.0
+    assert rescored(f"<answer>{int(entry['answer']) + 1}</answer>") == 0.0

@@ -28,6 +28,8 @@ SERVER_ENVS: dict[str, str] = {
     "code_gen": "nemo/CompCoding-v0",
     "instruction_following": "nemo/InstructionFollowing-v0",
     "ifbench": "nemo/InstructionFollowing-v0",
+    "math_with_judge": "nemo/Math-v0",  # its judge off (NeMo Gym's default rows); Math-v0's judge= turns ours on
+    "reasoning_gym": "nemo/ReasoningGym-v0",
 }
 
 
