@@ -62,11 +62,12 @@ def host_unchanged(sandbox: Sandbox) -> Iterator[None]:
     """Snapshot what an escape would change; compare after the attack; then prove the sandbox still works."""
     tmp_before = set(os.listdir(tempfile.gettempdir()))
     mounts_before = host_mounts()
+    procs_before = set(host_processes_of_sandbox_uids())  # other tests' open sessions may live on
     yield
     deadline = time.monotonic() + 3
-    while host_processes_of_sandbox_uids() and time.monotonic() < deadline:
+    while set(host_processes_of_sandbox_uids()) - procs_before and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert host_processes_of_sandbox_uids() == [], "a sandboxed process outlived its call"
+    assert set(host_processes_of_sandbox_uids()) - procs_before == set(), "a sandboxed process outlived its call"
     assert host_mounts() == mounts_before
     new_tmp = {n for n in set(os.listdir(tempfile.gettempdir())) - tmp_before if not n.startswith("pytest")}
     assert not {n for n in new_tmp if "redteam" in n}, new_tmp

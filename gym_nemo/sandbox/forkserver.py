@@ -120,6 +120,10 @@ PR_SET_SECCOMP = 22
 SECCOMP_MODE_FILTER = 2
 
 
+def setns(fd: int, nstype: int) -> None:
+    _check(_libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)), "setns")
+
+
 def _check(ret: int, what: str) -> None:
     if ret != 0:
         err = ctypes.get_errno()
@@ -546,19 +550,8 @@ def _child(iso: Isolation, uid: int | None, req: dict, fds: dict, scratch: str |
         timeout = float(limits["timeout_s"])
         session = req["op"] == "session_open"
         cpu_s = int(timeout * (50 if session else 1)) + 1
-        if iso.namespaces:
-            unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS)
-            inner = os.fork()
-            if inner:  # stay as the waiting parent, mirror the inner process's fate
-                os.close(3)
-                if session:
-                    os.close(4)
-                _, status = os.waitpid(inner, 0)
-                if os.WIFSIGNALED(status):
-                    sig = os.WTERMSIG(status)
-                    signal.signal(sig, signal.SIG_DFL)
-                    os.kill(os.getpid(), sig)
-                os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+        if iso.namespaces:  # we are pid 1 of a fresh pid namespace (see Server.fork_call)
+            unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS)
         workdir = _enter_sandbox(iso, uid, limits, cpu_s, scratch)
         os.write(3, b"R")  # setup done: from here on, failures are the code's own
         os.close(3)
@@ -618,6 +611,7 @@ class Server:
         # take a slot only while a run executes.
         self.session_uids = list(session_uids)
         self.statuses: dict[int, int] = {}
+        self._own_pidns: int | None = None
         self.sessions: dict[str, dict] = {}
         self.active: set[int] = set()
         self.clients = 0
@@ -626,6 +620,21 @@ class Server:
         self.stopping = asyncio.Event()
 
     # -- one call
+    def fork_call(self) -> int:
+        """Fork a call's process; with namespaces it is pid 1 of a new pid namespace, so when it exits the
+        kernel kills everything it started. One fork: unshare(CLONE_NEWPID) applies to our next child,
+        then setns() puts our own later children back in our namespace."""
+        if not self.iso.namespaces:
+            return os.fork()
+        if self._own_pidns is None:
+            self._own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        unshare(CLONE_NEWPID)
+        try:
+            return os.fork()
+        finally:
+            if os.getpid() != 1:  # only the parent restores; the child is pid 1 of its namespace
+                setns(self._own_pidns, CLONE_NEWPID)
+
     def uid_for(self, index: int) -> int | None:
         return self.iso.base_uid + index if self.iso.root and self.iso.base_uid > 0 else None
 
@@ -663,7 +672,7 @@ class Server:
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         status_r, status_w = os.pipe2(os.O_CLOEXEC)
         start = time.monotonic()
-        pid = os.fork()
+        pid = self.fork_call()
         if pid == 0:
             _child(
                 self.iso,
@@ -818,7 +827,7 @@ class Server:
         status_r, status_w = os.pipe2(os.O_CLOEXEC)
         null = os.open("/dev/null", os.O_RDWR)
         scratch = None if self.iso.namespaces else tempfile.mkdtemp(dir=self.iso.scratch_base)
-        pid = os.fork()
+        pid = self.fork_call()
         if pid == 0:
             fds = {"stdin": null, "stdout": null, "stderr": null, "status": status_w, "ctl": child_sock.fileno()}
             _child(self.iso, self.uid_for(uid_index), {**req, "op": "session_open"}, fds, scratch)

