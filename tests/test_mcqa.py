@@ -2,6 +2,7 @@
 
 import json
 import math
+import time
 
 import gymnasium as gym
 import pytest
@@ -149,3 +150,20 @@ def test_fuzzed_answers_never_crash(env, action: str) -> None:
     assert isinstance(obs, str) and math.isfinite(reward) and reward in (0.0, 1.0)
     assert "infra_error" not in info and not truncated
     assert terminated or obs.startswith("[error]")  # only an empty message is not an answer
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "answer" + " " * 199_000 + "x",
+        "Answer: " * 25_000,
+        "answer is **" * 16_000,
+        "\\boxed{" * 28_000,
+        "\\text{" * 30_000 + "C" + "}" * 30_000,
+        "(" * 200_000,
+    ],
+)
+def test_extraction_is_fast_on_adversarial_text(text: str) -> None:
+    start = time.monotonic()
+    extract_choice(text, "ABCD", OPTIONS)
+    assert time.monotonic() - start < 1.0

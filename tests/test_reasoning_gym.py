@@ -107,8 +107,13 @@ def test_type_preserving_rows() -> None:
 
 def test_answer_extraction_follows_nemo_gym() -> None:
     assert extract_answer("x <answer> 1 </answer> y <answer>2</answer>") == ("2", "answer_tag")
-    assert extract_answer("\\boxed{7} then \\boxed{8}") == ("7", "boxed")
+    assert extract_answer("<answer>a<answer>b</answer>") == ("a<answer>b", "answer_tag")  # as its regex reads it
+    assert extract_answer("\\boxed{} \\boxed{7} then \\boxed{8}") == ("7", "boxed")
     assert extract_answer("  just 9 ") == ("just 9", "whole_message")
+    for text in ("<answer>" * 25_000, "\\boxed{" * 28_000, "\\boxed{" + "x" * 200_000):  # linear time
+        start = time.monotonic()
+        extract_answer(text)
+        assert time.monotonic() - start < 0.5
 
 
 def test_a_hanging_scorer_is_bounded() -> None:

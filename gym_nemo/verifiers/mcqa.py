@@ -27,14 +27,22 @@ from gym_nemo.core.verdict import Verdict
 VERIFIER_VERSION = "1"
 
 _BOXED = re.compile(r"\\boxed\{((?:[^{}]|\{[^{}]*\})*)\}")
-_PHRASE = re.compile(
-    r"(?i:(?:final\s+|correct\s+)?(?:answer|option|choice))\s*(?i:is|:|=|-)?\s*(?i:option\s+|choice\s+)?"
-    r"[*_\s]*[\(\[]?([A-Z])[\)\]]?(?![A-Za-z0-9])"
-    r"(?P<hedge>[*_\s]*(?i:or|and|/|,)\s*[\(\[]?[A-Z][\)\]]?(?![A-Za-z0-9]))?"
+# Linear time on any input: keywords are found first; what follows one is read from a short window with
+# whitespace and markdown collapsed, by patterns with no two adjacent open-ended repeats.
+_KEYWORD = re.compile(r"(?i)(?<![A-Za-z])(?:answer|option|choice)(?![A-Za-z])")
+_WINDOW = 80
+_AFTER = re.compile(
+    r"(?:(?i:is)\s?:?\s?|[:=-]\s?)?(?:(?i:option|choice)\s)?[\(\[]?([A-Z])[\)\]]?(?![A-Za-z0-9])"
+    r"(?P<hedge>\s?(?i:or|and)\s[\(\[]?[A-Z][\)\]]?(?![A-Za-z0-9])|\s?[/,]\s?[\(\[]?[A-Z][\)\]]?(?![A-Za-z0-9]))?"
 )
-_ANSWER_REST = re.compile(r"(?i:answer)\s*(?:is|:)\s*(.+)")
+_REST = re.compile(r"(?:(?i:is)\s?:?|:)\s?(.*)")
 _PAREN = re.compile(r"\(([A-Z])\)")
 _MARKUP = re.compile(r"[*_`$\s]+")
+
+
+def _collapse(text: str) -> str:
+    """Markdown emphasis and math dollars removed, whitespace runs (newlines included) made one space."""
+    return " ".join(_MARKUP.sub(" ", text).split())
 
 
 def _normalise(text: str) -> str:
@@ -43,11 +51,12 @@ def _normalise(text: str) -> str:
 
 def _strip_text_wrappers(text: str) -> str:
     text = text.strip()
-    while True:
+    for _ in range(4):
         match = re.fullmatch(r"\\(?:text|textbf|mathrm)\{(.*)\}", text, re.DOTALL)
         if not match:
             return text
         text = match.group(1).strip()
+    return text
 
 
 def _letter_of(fragment: str, letters: Sequence[str], options: Mapping[str, str]) -> str | None:
@@ -71,12 +80,19 @@ def extract_choice(
         letter = _letter_of(inner, letters, options)
         if letter:
             return letter, "boxed"
-    for match in reversed(list(_PHRASE.finditer(text))):
-        if match.group(1) in letters and not match.group("hedge"):
-            return match.group(1), "answer_phrase"
+    keywords = list(_KEYWORD.finditer(text))
+    for keyword in reversed(keywords):
+        after = _AFTER.match(_collapse(text[keyword.end() : keyword.end() + _WINDOW]))
+        if after and after.group(1) in letters and not after.group("hedge"):
+            return after.group(1), "answer_phrase"
     by_text = {_normalise(v): k for k, v in options.items() if _normalise(v)}
-    for match in reversed(list(_ANSWER_REST.finditer(text))):
-        letter = by_text.get(_normalise(_strip_text_wrappers(_MARKUP.sub(" ", match.group(1)))))
+    for keyword in reversed(keywords):
+        if keyword.group().lower() != "answer":
+            continue
+        limit = keyword.end() + _WINDOW + max(map(len, options.values()), default=0)
+        line_end = text.find("\n", keyword.end() + 1, limit)  # the rest of the line, looked at up to limit
+        rest = _REST.match(_collapse(text[keyword.end() : limit if line_end < 0 else line_end]))
+        letter = by_text.get(_normalise(_strip_text_wrappers(rest.group(1)))) if rest else None
         if letter is not None and letter in letters:
             return letter, "answer_text"
     lines = [line for line in text.splitlines() if line.strip()]

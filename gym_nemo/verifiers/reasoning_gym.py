@@ -11,7 +11,6 @@ config (the generator's default config when the row does not record one, as NeMo
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from importlib import metadata
 from typing import Any
@@ -29,18 +28,43 @@ def _version() -> str:
 
 VERIFIER_VERSION = f"1+reasoning-gym-{_version()}"
 DEFAULT_TIMEOUT_S = 10.0
-_ANSWER_TAG = re.compile(r"<answer>\s?(.*?)\s?</answer>", re.DOTALL)
-_BOXED = re.compile(r"\\boxed\{([^}]+)\}")
+
+
+def _last_answer_tag(response: str) -> str | None:
+    """The last ``<answer>...</answer>`` as ``re.finditer("<answer>(.*?)</answer>")`` would find it (the first
+    closing tag after each opening one), in linear time on any input."""
+    found, pos = None, 0
+    while (start := response.find("<answer>", pos)) >= 0:
+        end = response.find("</answer>", start + len("<answer>"))
+        if end < 0:
+            break
+        found, pos = response[start + len("<answer>") : end], end + len("</answer>")
+    return found
+
+
+def _first_boxed(response: str) -> str | None:
+    """The first ``\\boxed{...}`` with non-empty contents and no brace inside (NeMo Gym's ``\\boxed\\{([^}]+)\\}``)."""
+    start = response.find("\\boxed{")
+    close = -1
+    while start >= 0:
+        if close < start + len("\\boxed{"):
+            close = response.find("}", start + len("\\boxed{"))
+            if close < 0:
+                return None
+        if close > start + len("\\boxed{"):
+            return response[start + len("\\boxed{") : close]
+        start = response.find("\\boxed{", start + 1)
+    return None
 
 
 def extract_answer(response: str) -> tuple[str, str]:
     """``(answer, how)``: ``how`` is ``"answer_tag"``, ``"boxed"`` or ``"whole_message"``."""
-    tags = _ANSWER_TAG.findall(response)
-    if tags:
-        return tags[-1].strip(), "answer_tag"
-    boxed = _BOXED.search(response)
-    if boxed:
-        return boxed.group(1).strip(), "boxed"
+    tagged = _last_answer_tag(response)
+    if tagged is not None:
+        return tagged.strip(), "answer_tag"
+    boxed = _first_boxed(response)
+    if boxed is not None:
+        return boxed.strip(), "boxed"
     return response.strip(), "whole_message"
 
 
