@@ -128,3 +128,27 @@ def test_get_sandbox_selection(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GYM_NEMO_SANDBOX", "warp")
     with pytest.raises(ValueError, match="unknown sandbox backend 'warp'"):
         get_sandbox()
+
+
+def test_version_names_the_backend(sandbox: Sandbox) -> None:
+    assert sandbox.version.startswith(f"{sandbox.name}:")
+
+
+def test_docker_fresh_container_per_session() -> None:
+    from tests.sandboxes import make_backend
+
+    pooled = make_backend("docker")  # skips, saying why, without an engine
+    from gym_nemo.sandbox.docker import DockerSandbox
+
+    box = DockerSandbox(pooled.limits, pool_size=1, fresh_container_per_session=True)
+    label = {"label": f"org.gym_nemo.pool={box.key}"}
+    before = {c.name for c in box.docker.containers.list(**{"filters": label})}
+    with box.session() as first:
+        assert first.run("open('/tmp/mark', 'w').write('x'); print('ok')").stdout == "ok\n"
+        during = {c.name for c in box.docker.containers.list(filters=label)}
+        assert len(during - before) == 1  # a container of its own
+    with box.session() as second:
+        assert second.run("import os; print(os.path.exists('/tmp/mark'))").stdout == "False\n"
+    time.sleep(0.5)
+    assert {c.name for c in box.docker.containers.list(filters=label)} <= before  # removed with the session
+    box.remove_pool()

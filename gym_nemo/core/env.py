@@ -199,12 +199,16 @@ class TextEnv(gym.Env[str, str]):
         from gym_nemo import __version__
 
         spec_id = self.spec.id if self.spec is not None else type(self).__name__
-        return {
+        versions = {
             "gym_nemo": __version__,
             "env": spec_id,
             "verifier": f"{self.verifier_name}@{self.verifier_version}",
             "tasks": self.tasks.digest,
         }
+        sandbox = getattr(self, "sandbox", None)  # envs that run code name the sandbox (and image) they used
+        if sandbox is not None and hasattr(sandbox, "version"):
+            versions["sandbox"] = str(sandbox.version)
+        return versions
 
     # ------------------------------------------------------------------ gymnasium API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:

@@ -68,6 +68,11 @@ class Sandbox(Protocol):
         """Which protections this backend actually enforces on this host (name -> enforced)."""
         ...
 
+    @property
+    def version(self) -> str:
+        """What rollout records name as the sandbox (backend, mode, image digest)."""
+        ...
+
     def session(self, *, timeout: float | None = None, memory_mb: int | None = None) -> Session:
         """A stateful Python session for one episode (variables persist across its ``run`` calls)."""
         ...

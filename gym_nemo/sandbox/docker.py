@@ -251,6 +251,11 @@ class DockerSandbox:
             self._info = {**reply, "image": self.image, "image_id": self.image_id, "runtime": self.runtime or "runc"}
         return self._info
 
+    @property
+    def version(self) -> str:
+        """Names this sandbox in rollout records: the image's content digest and the runtime."""
+        return f"docker:{self.image}@{self.image_id}:{self.runtime or 'runc'}"
+
     def enforced(self) -> dict[str, bool]:
         inside = dict(self.info()["enforced"])
         # What the container adds around the fork server's own per-call limits.

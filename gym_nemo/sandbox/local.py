@@ -222,6 +222,12 @@ class LocalSandbox:
     def enforced(self) -> dict[str, bool]:
         return dict(self.info()["enforced"])
 
+    @property
+    def version(self) -> str:
+        """Names this sandbox in rollout records: backend, isolation mode, sandbox Python."""
+        info = self.info()
+        return f"local:{info['mode']}:python{info['python']}"
+
     def _limits(self, timeout: float | None, memory_mb: int | None) -> dict[str, Any]:
         lim = self.limits
         return {
