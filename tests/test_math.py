@@ -241,3 +241,27 @@ def test_wrong_answer_corruption_scores_zero(env) -> None:
     assert "\\boxed{205}" in corrupt(task.reference, "wrong_answer")
     assert env.unwrapped.verify(task, corrupt(task.reference, "wrong_answer")).reward == 0.0
     assert env.unwrapped.verify(task, corrupt(task.reference, "no_answer")).reward == 0.0
+
+
+def test_a_forked_child_gets_its_own_worker() -> None:
+    """Vector envs fork: a child must not talk to its parent's worker process (it would steal its replies)."""
+    import os
+
+    worker = VerifierWorker()
+    try:
+        assert verify_math("2", "\\boxed{2}", worker=worker).passed
+        parent_pid = worker._proc.pid
+        read, write = os.pipe()
+        child = os.fork()
+        if child == 0:  # pragma: no cover - runs in the child
+            try:
+                ok = verify_math("3", "\\boxed{3}", worker=worker).passed and worker._proc.pid != parent_pid
+                os.write(write, b"1" if ok else b"0")
+            finally:
+                os._exit(0)
+        os.close(write)
+        assert os.read(read, 1) == b"1"
+        os.waitpid(child, 0)
+        assert verify_math("4", "\\boxed{4}", worker=worker).passed and worker._proc.pid == parent_pid
+    finally:
+        worker.close()

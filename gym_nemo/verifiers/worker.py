@@ -77,7 +77,11 @@ class VerifierWorker:
     # ------------------------------------------------------------------ internals
     def _ensure_started(self) -> None:
         if self._owner != os.getpid():  # inherited through fork: that process belongs to the parent
+            inherited = self._proc
             self._proc, self._buffer, self._loaded, self._owner = None, b"", set(), os.getpid()
+            for stream in (inherited.stdin, inherited.stdout) if inherited is not None else ():
+                with contextlib.suppress(OSError):
+                    stream.close()  # only this process's copies; the parent's worker sees EOF when it exits
         if self._proc is not None and self._proc.poll() is None:
             return
         self._kill()
