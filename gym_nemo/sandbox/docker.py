@@ -204,14 +204,20 @@ class DockerSandbox:
         return pool[start % len(pool)]
 
     def _request(self, container: _Container, req: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-        try:
-            with container.lock:
-                client = container.connect(time.monotonic() + 30)
-                client.sock.settimeout(timeout_s + 15)  # the fork server kills the call at timeout_s
-                return client.request(req)
-        except (OSError, ConnectionError) as exc:
-            self._replace(container)
-            return {"infra_error": f"docker sandbox container {container.name} failed: {exc}"}
+        """Send one request; a container that fails is replaced, and requests that are safe to repeat
+        (a run, info, opening a session) are retried once on another container."""
+        for attempt in (0, 1):
+            try:
+                with container.lock:
+                    client = container.connect(time.monotonic() + 30)
+                    client.sock.settimeout(timeout_s + 15)  # the fork server kills the call at timeout_s
+                    return client.request(req)
+            except (OSError, ConnectionError) as exc:
+                self._replace(container)
+                if attempt == 1 or req.get("op") not in ("run", "info", "session_open"):
+                    return {"infra_error": f"docker sandbox container {container.name} failed: {exc}"}
+                container = self._pick()
+        raise AssertionError("unreachable")
 
     # -- Sandbox protocol
     def _limits(self, timeout: float | None, memory_mb: int | None) -> dict[str, Any]:

@@ -20,7 +20,6 @@ rlimits, process groups, the subreaper sweep, seccomp and a per-call scratch dir
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import builtins
 import contextlib
@@ -43,6 +42,10 @@ import tempfile
 import time
 import traceback
 import types
+
+# asyncio is imported by the processes that serve clients, never by the zygotes that fork calls: it doubles
+# the memory a fork must copy (see _load_asyncio).
+asyncio = None  # type: ignore[assignment]
 
 PROTOCOL = 1
 _HEADER = struct.Struct(">I")
@@ -550,7 +553,7 @@ def _child(iso: Isolation, uid: int | None, req: dict, fds: dict, scratch: str |
         timeout = float(limits["timeout_s"])
         session = req["op"] == "session_open"
         cpu_s = int(timeout * (50 if session else 1)) + 1
-        if iso.namespaces:  # we are pid 1 of a fresh pid namespace (see Server.fork_call)
+        if iso.namespaces:  # we are pid 1 of a fresh pid namespace (see Spawner._fork)
             unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS)
         workdir = _enter_sandbox(iso, uid, limits, cpu_s, scratch)
         os.write(3, b"R")  # setup done: from here on, failures are the code's own
@@ -597,33 +600,35 @@ def _session_loop(namespace: dict, workdir: str) -> int:
         ctl.sendall(json.dumps({"exit_code": status}).encode())
 
 
-# ----------------------------------------------------------------------------- the daemon side
+# ----------------------------------------------------------------------------- spawning call processes
+
+_FD_NAMES = ("stdin", "stdout", "stderr", "status", "ctl")
 
 
-class Server:
-    def __init__(self, iso: Isolation, slots: range, idle_exit_s: float, session_uids: range = range(0)) -> None:
+class Spawner:
+    """Forks call processes in this process and collects their exit statuses.
+
+    Forking costs in proportion to the forking process's memory, so the socket daemon runs this in a lean
+    "zygote" process that never imports asyncio (``ZygoteClient`` talks to it), halving the fork cost.
+    """
+
+    def __init__(self, iso: Isolation) -> None:
         self.iso = iso
-        # Slots bound how many calls execute at once; each has its own uid, so RLIMIT_NPROC is per call.
-        self.slots: asyncio.Queue[int] = asyncio.Queue()
-        for i in slots:
-            self.slots.put_nowait(i)
-        # Sessions idle between runs, so they hold a uid of their own (not a slot) for their lifetime and
-        # take a slot only while a run executes.
-        self.session_uids = list(session_uids)
+        self.tracked: set[int] = set()
         self.statuses: dict[int, int] = {}
         self._own_pidns: int | None = None
-        self.sessions: dict[str, dict] = {}
-        self.active: set[int] = set()
-        self.clients = 0
-        self.idle_exit_s = idle_exit_s
-        self.last_activity = time.monotonic()
-        self.stopping = asyncio.Event()
 
-    # -- one call
-    def fork_call(self) -> int:
-        """Fork a call's process; with namespaces it is pid 1 of a new pid namespace, so when it exits the
-        kernel kills everything it started. One fork: unshare(CLONE_NEWPID) applies to our next child,
-        then setns() puts our own later children back in our namespace."""
+    def spawn(self, uid: int | None, req: dict, fds: dict, scratch: str | None) -> int:
+        pid = self._fork()
+        if pid == 0:
+            _child(self.iso, uid, req, fds, scratch)
+        self.tracked.add(pid)
+        return pid
+
+    def _fork(self) -> int:
+        """With namespaces the child is pid 1 of a new pid namespace, so when it exits the kernel kills
+        everything it started. One fork: unshare(CLONE_NEWPID) applies to our next child, then setns()
+        puts our later children back in our own namespace."""
         if not self.iso.namespaces:
             return os.fork()
         if self._own_pidns is None:
@@ -635,12 +640,8 @@ class Server:
             if os.getpid() != 1:  # only the parent restores; the child is pid 1 of its namespace
                 setns(self._own_pidns, CLONE_NEWPID)
 
-    def uid_for(self, index: int) -> int | None:
-        return self.iso.base_uid + index if self.iso.root and self.iso.base_uid > 0 else None
-
     def _reap(self) -> None:
         """Collect every exited child; keep the statuses of the ones we track."""
-        tracked = self.active | {s["pid"] for s in self.sessions.values()}
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -648,18 +649,131 @@ class Server:
                 return
             if pid == 0:
                 return
-            if pid in tracked:
+            if pid in self.tracked:
                 self.statuses[pid] = status
 
-    def _wait(self, pid: int) -> int:
-        """The exit status of a tracked child that has exited or was just killed."""
+    def wait(self, pid: int) -> int:
+        """The exit status of a spawned process that has exited or was just killed."""
         self._reap()
+        self.tracked.discard(pid)
         if pid in self.statuses:
             return self.statuses.pop(pid)
         try:
             return os.waitpid(pid, 0)[1]
         except ChildProcessError:
             return self.statuses.pop(pid, 0)
+
+    def housekeep(self) -> None:
+        """Reap what exited; without namespaces also kill processes re-parented to us (we are a subreaper)
+        that belong to no live call."""
+        if not self.iso.namespaces:
+            me = os.getpid()
+            for _ in range(10):
+                found = False
+                for entry in os.listdir("/proc"):
+                    if not entry.isdigit():
+                        continue
+                    try:
+                        with open(f"/proc/{entry}/stat", "rb") as fh:
+                            fields = fh.read().rsplit(b")", 1)[1].split()
+                    except OSError:
+                        continue
+                    pid, ppid = int(entry), int(fields[1])
+                    if ppid != me or pid in self.tracked:
+                        continue
+                    found = True
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                self._reap()
+                if not found:
+                    break
+        self._reap()
+
+
+class ZygoteClient:
+    """The worker's side of a zygote: the same interface as ``Spawner``, one blocking round trip each."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def _call(self, msg: dict, fds: list[int] = ()) -> dict:
+        socket.send_fds(self.sock, [json.dumps(msg).encode()], list(fds))
+        reply = self.sock.recv(1 << 16)
+        if not reply:
+            raise ConnectionError("the zygote is gone")
+        return json.loads(reply)
+
+    def spawn(self, uid: int | None, req: dict, fds: dict, scratch: str | None) -> int:
+        names = [n for n in _FD_NAMES if n in fds]
+        slim = {k: v for k, v in req.items() if k != "stdin"}  # stdin goes through its pipe, not the zygote
+        msg = {"op": "spawn", "uid": uid, "req": slim, "scratch": scratch, "fds": names}
+        return self._call(msg, [fds[n] for n in names])["pid"]
+
+    def wait(self, pid: int) -> int:
+        return self._call({"op": "wait", "pid": pid})["status"]
+
+    def housekeep(self) -> None:
+        self._call({"op": "housekeep"})
+
+
+def _zygote(iso: Isolation, sock: socket.socket) -> None:
+    """Serve one worker's spawn/wait/housekeep requests until it hangs up (never returns)."""
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
+    spawner = Spawner(iso)
+    try:
+        while True:
+            msg, fds, _, _ = socket.recv_fds(sock, 1 << 20, len(_FD_NAMES))
+            if not msg:
+                break
+            req = json.loads(msg)
+            if req["op"] == "spawn":
+                pid = spawner.spawn(req["uid"], req["req"], dict(zip(req["fds"], fds, strict=True)), req["scratch"])
+                for fd in fds:
+                    os.close(fd)
+                reply = {"pid": pid}
+            elif req["op"] == "wait":
+                reply = {"status": spawner.wait(req["pid"])}
+            else:
+                spawner.housekeep()
+                reply = {}
+            sock.sendall(json.dumps(reply).encode())
+    finally:
+        for pid in list(spawner.tracked):  # the worker is gone: so are its calls and sessions
+            _killpg(pid)
+        spawner.housekeep()
+        os._exit(0)
+
+
+# ----------------------------------------------------------------------------- the daemon side
+
+
+class Server:
+    def __init__(
+        self,
+        iso: Isolation,
+        slots: range,
+        idle_exit_s: float,
+        session_uids: range = range(0),
+        spawner: Spawner | ZygoteClient | None = None,
+    ) -> None:
+        self.iso = iso
+        self.spawner = spawner or Spawner(iso)
+        # Slots bound how many calls execute at once; each has its own uid, so RLIMIT_NPROC is per call.
+        self.slots: asyncio.Queue[int] = asyncio.Queue()
+        for i in slots:
+            self.slots.put_nowait(i)
+        # Sessions idle between runs, so they hold a uid of their own (not a slot) for their lifetime and
+        # take a slot only while a run executes.
+        self.session_uids = list(session_uids)
+        self.sessions: dict[str, dict] = {}
+        self.clients = 0
+        self.idle_exit_s = idle_exit_s
+        self.last_activity = time.monotonic()
+        self.stopping = asyncio.Event()
+
+    # -- one call
+    def uid_for(self, index: int) -> int | None:
+        return self.iso.base_uid + index if self.iso.root and self.iso.base_uid > 0 else None
 
     async def execute(self, req: dict, slot: int) -> dict:
         loop = asyncio.get_running_loop()
@@ -672,16 +786,8 @@ class Server:
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         status_r, status_w = os.pipe2(os.O_CLOEXEC)
         start = time.monotonic()
-        pid = self.fork_call()
-        if pid == 0:
-            _child(
-                self.iso,
-                self.uid_for(slot),
-                req,
-                {"stdin": stdin_r, "stdout": out_w, "stderr": err_w, "status": status_w},
-                scratch,
-            )
-        self.active.add(pid)
+        fds = {"stdin": stdin_r, "stdout": out_w, "stderr": err_w, "status": status_w}
+        pid = self.spawner.spawn(self.uid_for(slot), req, fds, scratch)
         for fd in (stdin_r, out_w, err_w, status_w):
             os.close(fd)
         try:
@@ -689,11 +795,9 @@ class Server:
                 loop, pid, req.get("stdin", ""), stdin_w, out_r, err_r, status_r, timeout, cap, start
             )
         finally:
-            self.active.discard(pid)
             if scratch:
                 shutil.rmtree(scratch, ignore_errors=True)
-                self._sweep_orphans()
-            self._reap()
+            self.spawner.housekeep()
         return result
 
     async def _collect(self, loop, pid, stdin_data, stdin_w, out_r, err_r, status_r, timeout, cap, start) -> dict:
@@ -737,7 +841,7 @@ class Server:
                 exited.set_result(None)
             _killpg(pid)  # stragglers of this call die with it
             if not self.iso.namespaces:
-                self._sweep_orphans()  # children that left the group were re-parented to us
+                self.spawner.housekeep()  # children that left the group were re-parented to the spawner
             finish_if_done()
 
         for fd in open_fds:
@@ -757,7 +861,7 @@ class Server:
             for fd in [*list(open_fds), pidfd]:
                 loop.remove_reader(fd)
             writer_task.cancel()
-            status = self._wait(pid)
+            status = self.spawner.wait(pid)
             for fd in (out_r, err_r, status_r, pidfd):
                 os.close(fd)
         duration = time.monotonic() - start
@@ -794,30 +898,6 @@ class Server:
         finally:
             os.close(fd)
 
-    def _sweep_orphans(self) -> None:
-        """Kill and reap processes re-parented to us (we are a subreaper) that belong to no live call."""
-        me = os.getpid()
-        keep = self.active | {s["pid"] for s in self.sessions.values()}
-        for _ in range(10):
-            found = False
-            for entry in os.listdir("/proc"):
-                if not entry.isdigit():
-                    continue
-                try:
-                    with open(f"/proc/{entry}/stat", "rb") as fh:
-                        fields = fh.read().rsplit(b")", 1)[1].split()
-                except OSError:
-                    continue
-                pid, ppid = int(entry), int(fields[1])
-                if ppid != me or pid in keep:
-                    continue
-                found = True
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            self._reap()
-            if not found:
-                return
-
     # -- sessions
     async def session_open(self, req: dict) -> dict:
         if not self.session_uids:
@@ -827,11 +907,8 @@ class Server:
         status_r, status_w = os.pipe2(os.O_CLOEXEC)
         null = os.open("/dev/null", os.O_RDWR)
         scratch = None if self.iso.namespaces else tempfile.mkdtemp(dir=self.iso.scratch_base)
-        pid = self.fork_call()
-        if pid == 0:
-            fds = {"stdin": null, "stdout": null, "stderr": null, "status": status_w, "ctl": child_sock.fileno()}
-            _child(self.iso, self.uid_for(uid_index), {**req, "op": "session_open"}, fds, scratch)
-        self.active.add(pid)
+        fds = {"stdin": null, "stdout": null, "stderr": null, "status": status_w, "ctl": child_sock.fileno()}
+        pid = self.spawner.spawn(self.uid_for(uid_index), {**req, "op": "session_open"}, fds, scratch)
         child_sock.close()
         for fd in (status_w, null):
             os.close(fd)
@@ -846,10 +923,9 @@ class Server:
         finally:
             loop.remove_reader(status_r)
             os.close(status_r)
-        self.active.discard(pid)
         if ok != b"R":
             _killpg(pid)
-            self._wait(pid)
+            self.spawner.wait(pid)
             self.session_uids.append(uid_index)
             if scratch:
                 shutil.rmtree(scratch, ignore_errors=True)
@@ -950,14 +1026,12 @@ class Server:
         if sess is None:
             return
         _killpg(sess["pid"])
-        self._wait(sess["pid"])
+        self.spawner.wait(sess["pid"])
         sess["sock"].close()
         if sess["scratch"]:
             shutil.rmtree(sess["scratch"], ignore_errors=True)
         self.session_uids.append(sess["uid_index"])
-        if not self.iso.namespaces:
-            self._sweep_orphans()
-        self._reap()
+        self.spawner.housekeep()
 
     # -- dispatch
     async def handle(self, req: dict) -> dict:
@@ -997,6 +1071,9 @@ class Server:
         async def respond(req: dict) -> None:
             try:
                 reply = await self.handle(req)
+            except ConnectionError as exc:  # our zygote is gone: stop, clients reconnect to a healthy worker
+                self.stopping.set()
+                reply = {"infra_error": f"fork server worker lost its zygote: {exc}"}
             except Exception as exc:  # a bug here must not take the daemon down
                 reply = {"infra_error": f"fork server error: {type(exc).__name__}: {exc}"}
             if "session" in reply and req.get("op") == "session_open":
@@ -1033,7 +1110,7 @@ class Server:
     async def idle_watch(self) -> None:
         while not self.stopping.is_set():
             await asyncio.sleep(1.0)
-            self._reap()  # children re-parented to us after their parent was killed
+            self.spawner.housekeep()  # reap what exited, sweep what was re-parented
             if self.idle_exit_s > 0 and self.clients == 0 and time.monotonic() - self.last_activity > self.idle_exit_s:
                 self.stopping.set()
 
@@ -1061,6 +1138,13 @@ def _killpg(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
+def _load_asyncio() -> None:
+    global asyncio
+    import asyncio as _asyncio
+
+    asyncio = _asyncio
+
+
 def _warm_up() -> None:
     for name in WARM_MODULES:
         __import__(name)
@@ -1068,7 +1152,6 @@ def _warm_up() -> None:
 
 async def _serve_worker(server: Server, listener: socket.socket) -> None:
     """One pre-forked worker: accept clients on the shared listening socket until idle or told to stop."""
-    prctl(PR_SET_CHILD_SUBREAPER, 1)  # orphans of this worker's calls come back to it
     if os.geteuid() != 0:
         prctl(PR_SET_DUMPABLE, 0)  # calls share our uid here: keep them out of /proc/<pid>/mem and ptrace
     loop = asyncio.get_running_loop()
@@ -1099,15 +1182,23 @@ def serve_socket(args) -> None:
     per_sessions = args.max_sessions // workers
     pids = []
     for w in range(workers):
+        worker_end, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        if os.fork() == 0:  # the zygote: lean (no asyncio), it forks this worker's calls
+            listener.close()
+            worker_end.close()
+            _zygote(iso, zygote_end)
+        zygote_end.close()
         pid = os.fork()
         if pid == 0:
             code = 0
             try:
+                _load_asyncio()
                 server = Server(
                     iso,
                     range(w * per_slots, min((w + 1) * per_slots, args.slots)),
                     args.idle_exit,
                     range(args.slots + w * per_sessions, args.slots + (w + 1) * per_sessions),
+                    ZygoteClient(worker_end),
                 )
                 asyncio.run(_serve_worker(server, listener))
             except BaseException:
@@ -1115,19 +1206,18 @@ def serve_socket(args) -> None:
                 code = 1
             finally:
                 os._exit(code)
+        worker_end.close()
         pids.append(pid)
     listener.close()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: [_kill(p, signal.SIGTERM) for p in pids])
     print(json.dumps({"ready": True, "pid": os.getpid(), "workers": pids, **iso.describe()}), flush=True)
     try:
-        remaining = set(pids)
-        while remaining:
+        while True:  # until every worker and zygote has exited (a zygote exits when its worker does)
             try:
-                pid, _ = os.wait()
+                os.wait()
             except ChildProcessError:
                 break
-            remaining.discard(pid)
     finally:
         iso.cleanup()
         shutil.rmtree(runtime_dir, ignore_errors=True)
@@ -1138,7 +1228,7 @@ def serve_socket(args) -> None:
 async def serve_stdio(args) -> None:
     """Serve one client over stdin/stdout (e.g. ``docker exec -i`` or an attached container)."""
     _warm_up()
-    prctl(PR_SET_CHILD_SUBREAPER, 1)
+    prctl(PR_SET_CHILD_SUBREAPER, 1)  # calls fork from this process (no zygote in stdio mode)
     runtime_dir = tempfile.mkdtemp(prefix="gym_nemo_fs_", dir=args.runtime_dir)
     iso = Isolation(not args.no_namespaces, args.base_uid, args.slots, runtime_dir)
     server = Server(iso, range(args.slots), args.idle_exit, range(args.slots, args.slots + args.max_sessions))
@@ -1178,6 +1268,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.socket:
         serve_socket(args)
     else:
+        _load_asyncio()
         asyncio.run(serve_stdio(args))
 
 
