@@ -265,3 +265,18 @@ def test_a_forked_child_gets_its_own_worker() -> None:
         assert verify_math("4", "\\boxed{4}", worker=worker).passed and worker._proc.pid == parent_pid
     finally:
         worker.close()
+
+
+def test_async_vector_env_verifies_in_each_worker() -> None:
+    from gym_nemo import make_vec
+    from gym_nemo.vector import unbatch_info
+
+    envs = make_vec("nemo/Math-v0", 2, sources=["mmath"])
+    try:
+        _, infos = envs.reset(seed=0)
+        tasks = MathEnv(sources=["mmath"]).tasks
+        answers = [tasks.by_id(unbatch_info(infos, i)["task_id"]).reference for i in range(2)]
+        _, rewards, terminated, truncated, _ = envs.step([answers[0], "\\boxed{-99999}"])
+        assert list(rewards) == [1.0, 0.0] and all(terminated) and not any(truncated)
+    finally:
+        envs.close()
