@@ -240,17 +240,23 @@ def _seccomp_program() -> bytes | None:
     return b"".join(struct.pack("HBBI", *ins) for ins in prog)
 
 
-def install_seccomp(program: bytes) -> None:
-    class SockFprog(ctypes.Structure):
-        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+class _SockFprog(ctypes.Structure):
+    _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
 
-    buf = ctypes.create_string_buffer(program)
-    fprog = SockFprog(len(program) // 8, ctypes.addressof(buf))
-    prctl(PR_SET_NO_NEW_PRIVS, 1)
-    _check(
-        _libc.prctl(PR_SET_SECCOMP, ctypes.c_ulong(SECCOMP_MODE_FILTER), ctypes.byref(fprog), 0, 0),
-        "prctl(PR_SET_SECCOMP)",
-    )
+
+class SeccompFilter:
+    """A seccomp program ready to install: built once in the parent, so the child only calls prctl."""
+
+    def __init__(self, program: bytes) -> None:
+        self._buffer = ctypes.create_string_buffer(program)
+        self._fprog = _SockFprog(len(program) // 8, ctypes.addressof(self._buffer))
+
+    def install(self) -> None:
+        prctl(PR_SET_NO_NEW_PRIVS, 1)
+        _check(
+            _libc.prctl(PR_SET_SECCOMP, ctypes.c_ulong(SECCOMP_MODE_FILTER), ctypes.byref(self._fprog), 0, 0),
+            "prctl(PR_SET_SECCOMP)",
+        )
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -310,8 +316,9 @@ class Isolation:
         self.network_namespace = False
         self.skeleton: str | None = None
         self.notes: list[str] = []
-        self.seccomp_program = _seccomp_program()
-        if self.seccomp_program is None:
+        program = _seccomp_program()
+        self.seccomp = SeccompFilter(program) if program is not None else None
+        if self.seccomp is None:
             self.notes.append(f"no seccomp table for {platform.machine()}")
         if want_namespaces and self.root:
             try:
@@ -375,7 +382,7 @@ class Isolation:
         mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID)
 
     def enforced(self) -> dict[str, bool]:
-        seccomp = self.seccomp_program is not None
+        seccomp = self.seccomp is not None
         return {
             "wall_timeout": True,
             "cpu_time": True,
@@ -458,8 +465,8 @@ def _enter_sandbox(iso: Isolation, uid: int | None, limits: dict, cpu_s: int, sc
         os.setgroups([])
         os.setgid(uid)
         os.setuid(uid)
-    if iso.seccomp_program is not None:
-        install_seccomp(iso.seccomp_program)
+    if iso.seccomp is not None:
+        iso.seccomp.install()
     else:
         prctl(PR_SET_NO_NEW_PRIVS, 1)
     os.environ.clear()
