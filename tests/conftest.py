@@ -25,3 +25,12 @@ def fresh_code_env():
     env = gym.make("nemo/CodeExec-v0", timeout_s=5)
     yield env
     env.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory):
+    """The tiny random-init model and tokenizer (ChatML template), built offline once per session (~5 s)."""
+    pytest.importorskip("transformers")
+    from gym_nemo.testing.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny_model") / "chatml", "chatml")

@@ -1,6 +1,17 @@
 """Policies: what turns observations into actions. ``ReferencePolicy`` is the embedded default (no model)."""
 
+from typing import Any
+
 from gym_nemo.policies.base import TextPolicy
 from gym_nemo.policies.reference import ReferencePolicy
+from gym_nemo.policies.token import Generation, SamplingParams, TokenPolicy
 
-__all__ = ["ReferencePolicy", "TextPolicy"]
+__all__ = ["Generation", "HFPolicy", "ReferencePolicy", "SamplingParams", "TextPolicy", "TokenPolicy"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "HFPolicy":  # imports torch: only when asked for (the [hf] extra)
+        from gym_nemo.policies.hf import HFPolicy
+
+        return HFPolicy
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

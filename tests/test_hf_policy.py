@@ -1,0 +1,80 @@
+"""HFPolicy: logprobs equal teacher-forced logprobs of the same ids (fp32, 1e-4); stops, lengths, seeds."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from gym_nemo.policies import Generation, HFPolicy, SamplingParams, TokenPolicy  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def policy(tiny_model_dir) -> HFPolicy:
+    return HFPolicy(tiny_model_dir)
+
+
+def _prompts(tok) -> list[list[int]]:
+    chats = [
+        [{"role": "user", "content": "Write a function that adds two numbers."}],
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Grüße 🙂 六乘以七?"}],
+        [{"role": "user", "content": "x"}],
+    ]
+    return [tok.encode(tok.apply_chat_template(c, add_generation_prompt=True, tokenize=False)) for c in chats]
+
+
+def teacher_forced(model, prompt: list[int], completion: list[int]) -> list[float]:
+    ids = torch.tensor([prompt + completion])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0].float()
+    logprobs = torch.log_softmax(logits[len(prompt) - 1 : -1], dim=-1)
+    return logprobs.gather(-1, torch.tensor(completion).unsqueeze(-1)).squeeze(-1).tolist()
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7, 0.0])
+def test_logprobs_match_teacher_forcing(policy: HFPolicy, temperature: float) -> None:
+    assert isinstance(policy, TokenPolicy)
+    prompts = _prompts(policy.tokenizer)  # different lengths: left padding in one batch
+    sampling = SamplingParams(max_tokens=24, temperature=temperature, top_k=50 if temperature == 0.7 else 0, seed=3)
+    generations = policy.generate(prompts, sampling)
+    assert len(generations) == len(prompts)
+    for prompt, gen in zip(prompts, generations, strict=True):
+        assert isinstance(gen, Generation) and gen.prompt_ids == prompt
+        assert len(gen.token_ids) == len(gen.logprobs) > 0
+        expected = teacher_forced(policy.model, prompt, gen.token_ids)
+        assert max(abs(a - b) for a, b in zip(gen.logprobs, expected, strict=True)) < 1e-4
+        assert gen.text == policy.tokenizer.decode(gen.token_ids[:-1] if gen.finish_reason == "stop" else gen.token_ids)
+
+
+def test_greedy_takes_the_argmax_and_seeds_reproduce(policy: HFPolicy) -> None:
+    prompts = _prompts(policy.tokenizer)
+    greedy = policy.generate(prompts, SamplingParams(max_tokens=8, temperature=0.0))
+    for prompt, gen in zip(prompts, greedy, strict=True):
+        ids = list(prompt)
+        for token in gen.token_ids:
+            with torch.no_grad():
+                assert int(policy.model(input_ids=torch.tensor([ids])).logits[0, -1].argmax()) == token
+            ids.append(token)
+    a = policy.generate(prompts, SamplingParams(max_tokens=16, seed=11))
+    b = policy.generate(prompts, SamplingParams(max_tokens=16, seed=11))
+    c = policy.generate(prompts, SamplingParams(max_tokens=16, seed=12))
+    assert [g.token_ids for g in a] == [g.token_ids for g in b] != [g.token_ids for g in c]
+
+
+def test_finish_reasons(policy: HFPolicy) -> None:
+    prompt = _prompts(policy.tokenizer)[0]
+    (free,) = policy.generate([prompt], SamplingParams(max_tokens=10, temperature=0.0))
+    assert free.finish_reason == "length" and len(free.token_ids) == 10
+    stop = free.token_ids[3]
+    first = free.token_ids.index(stop)
+    (stopped,) = policy.generate([prompt], SamplingParams(max_tokens=10, temperature=0.0, stop_token_ids=(stop,)))
+    assert stopped.finish_reason == "stop" and stopped.token_ids == free.token_ids[: first + 1]
+    assert stopped.logprobs == pytest.approx(free.logprobs[: first + 1], abs=1e-5)
+    with pytest.raises(ValueError):
+        policy.generate([[]], SamplingParams())
+    with pytest.raises(ValueError):
+        SamplingParams(max_tokens=0)
