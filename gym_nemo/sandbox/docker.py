@@ -28,8 +28,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gym_nemo.sandbox.base import ExecResult, Limits
-from gym_nemo.sandbox.local import FORKSERVER, LANGUAGES, ForkServerClient, _result, runtime_dir
+from gym_nemo.sandbox.base import Limits
+from gym_nemo.sandbox.client import ForkServerBackend, ForkServerClient
+from gym_nemo.sandbox.local import FORKSERVER, runtime_dir
 
 DEFAULT_IMAGE = "gym-nemo-sandbox:1"
 CONTAINER_UID = 1000
@@ -77,7 +78,7 @@ class _Container:
         return self.client
 
 
-class DockerSandbox:
+class DockerSandbox(ForkServerBackend):
     """Docker backend; see the module docstring. ``pool_size`` containers, ``slots`` calls each."""
 
     name = "docker"
@@ -203,9 +204,11 @@ class DockerSandbox:
                 return candidate
         return pool[start % len(pool)]
 
-    def _request(self, container: _Container, req: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-        """Send one request; a container that fails is replaced, and requests that are safe to repeat
-        (a run, info, opening a session) are retried once on another container."""
+    def _request(self, req: dict[str, Any], timeout_s: float, route: _Container | None = None) -> dict[str, Any]:
+        """Send one request (to ``route``, a session's container, or any pooled one); a container that fails
+        is replaced, and requests that are safe to repeat (a run, info, opening a session) are retried once
+        on another container."""
+        container = route or self._pick()
         for attempt in (0, 1):
             try:
                 with container.lock:
@@ -214,48 +217,22 @@ class DockerSandbox:
                     return client.request(req)
             except (OSError, ConnectionError) as exc:
                 self._replace(container)
-                if attempt == 1 or req.get("op") not in ("run", "info", "session_open"):
+                if attempt == 1 or route is not None or req.get("op") not in ("run", "info", "session_open"):
                     return {"infra_error": f"docker sandbox container {container.name} failed: {exc}"}
                 container = self._pick()
         raise AssertionError("unreachable")
 
-    # -- Sandbox protocol
-    def _limits(self, timeout: float | None, memory_mb: int | None) -> dict[str, Any]:
-        lim = self.limits
-        return {
-            "timeout_s": float(timeout if timeout is not None else lim.timeout_s),
-            "memory_mb": int(memory_mb if memory_mb is not None else lim.memory_mb),
-            "max_output_bytes": lim.max_output_bytes,
-            "max_file_mb": lim.max_file_mb,
-            "max_open_files": lim.max_open_files,
-            "max_processes": lim.max_processes,
-        }
+    def _session_route(self) -> _Container:
+        if self.fresh_container_per_session:
+            return self._start_container(pooled=False)
+        return self._pick()
 
-    def run(
-        self,
-        code: str,
-        *,
-        language: str = "python",
-        stdin: str = "",
-        timeout: float | None = None,
-        memory_mb: int | None = None,
-    ) -> ExecResult:
-        if language not in LANGUAGES:
-            raise ValueError(f"unsupported language {language!r}; supported: {', '.join(LANGUAGES)}")
-        limits = self._limits(timeout, memory_mb)
-        req = {"op": "run", "code": code, "language": language, "stdin": stdin, "limits": limits}
-        return _result(self._request(self._pick(), req, limits["timeout_s"]))
+    def _release_route(self, route: _Container) -> None:
+        if self.fresh_container_per_session:
+            self._remove(route.name)
 
-    def session(self, *, timeout: float | None = None, memory_mb: int | None = None) -> DockerSession:
-        return DockerSession(self, self._limits(timeout, memory_mb))
-
-    def info(self) -> dict[str, Any]:
-        if self._info is None:
-            reply = self._request(self._pick(), {"op": "info"}, 10)
-            if "infra_error" in reply:
-                raise RuntimeError(reply["infra_error"])
-            self._info = {**reply, "image": self.image, "image_id": self.image_id, "runtime": self.runtime or "runc"}
-        return self._info
+    def _describe(self, reply: dict[str, Any]) -> dict[str, Any]:
+        return {**reply, "image": self.image, "image_id": self.image_id, "runtime": self.runtime or "runc"}
 
     @property
     def version(self) -> str:
@@ -282,55 +259,3 @@ class DockerSandbox:
         self.close()
         for c in self.docker.containers.list(all=True, filters={"label": f"{LABEL}={self.key}"}):
             self._remove(c.name)
-
-
-class DockerSession:
-    """A stateful session pinned to one container (its own container if ``fresh_container_per_session``)."""
-
-    def __init__(self, sandbox: DockerSandbox, limits: dict[str, Any]) -> None:
-        self.sandbox = sandbox
-        self.limits = limits
-        self._container: _Container | None = None
-        self._own = False
-        self._sid: str | None = None
-        self._lost = False
-
-    def run(
-        self, code: str, *, stdin: str = "", timeout: float | None = None, memory_mb: int | None = None
-    ) -> ExecResult:
-        box = self.sandbox
-        if self._sid is None:
-            if box.fresh_container_per_session:
-                self._container, self._own = box._start_container(pooled=False), True
-            else:
-                self._container = box._pick()
-            reply = box._request(self._container, {"op": "session_open", "limits": self.limits}, 30)
-            if "session" not in reply:
-                return ExecResult(infra_error=reply.get("infra_error") or "session failed")
-            self._sid = reply["session"]
-        assert self._container is not None
-        limits = {"timeout_s": timeout, "memory_mb": memory_mb}
-        run_timeout = float(timeout if timeout is not None else self.limits["timeout_s"])
-        req = {"op": "session_run", "session": self._sid, "code": code, "stdin": stdin, "limits": limits}
-        reply = box._request(self._container, req, run_timeout)
-        result = _result(reply)
-        note = "[a fresh session was started: variables from earlier calls are gone]\n" if self._lost else ""
-        self._lost = bool(reply.get("session_lost"))
-        if self._lost or "infra_error" in reply:
-            self._sid = None
-        if note and result.infra_error is None:
-            result = ExecResult(**{**result.to_dict(), "stderr": note + result.stderr})
-        return result
-
-    def close(self) -> None:
-        if self._sid is not None and self._container is not None:
-            self.sandbox._request(self._container, {"op": "session_close", "session": self._sid}, 10)
-        if self._own and self._container is not None:
-            self.sandbox._remove(self._container.name)
-        self._sid, self._container, self._own = None, None, False
-
-    def __enter__(self) -> DockerSession:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

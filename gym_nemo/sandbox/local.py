@@ -17,23 +17,21 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import itertools
 import json
 import os
 import socket
 import subprocess
 import sys
 import sysconfig
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from gym_nemo.sandbox import forkserver
-from gym_nemo.sandbox.base import ExecResult, Limits
+from gym_nemo.sandbox.base import Limits
+from gym_nemo.sandbox.client import ForkServerBackend, ForkServerClient
 
 FORKSERVER = Path(forkserver.__file__)
-LANGUAGES = ("python", "bash", "cpp")
 
 
 def runtime_dir() -> Path:
@@ -71,35 +69,7 @@ def sandbox_interpreter() -> str:
     return own
 
 
-class ForkServerClient:
-    """One connection to a fork server: frames out, frames in, one request in flight (thread-safe)."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.lock = threading.Lock()
-        self.ids = itertools.count(1)
-
-    def request(self, req: dict[str, Any]) -> dict[str, Any]:
-        with self.lock:
-            req = {**req, "id": next(self.ids)}
-            self.sock.sendall(forkserver.encode_frame(req))
-            reply = forkserver.read_frame_blocking(self.sock)
-        if reply is None:
-            raise ConnectionError("the fork server closed the connection")
-        return reply
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def _result(reply: dict[str, Any]) -> ExecResult:
-    if "error" in reply:
-        return ExecResult(infra_error=f"fork server: {reply['error']}")
-    fields = {k: reply[k] for k in ExecResult.__dataclass_fields__ if k in reply}
-    return ExecResult(**fields)
-
-
-class LocalSandbox:
+class LocalSandbox(ForkServerBackend):
     """Hardened local backend. ``namespaces=False`` forces the weaker process-only mode (for tests)."""
 
     name = "local"
@@ -197,7 +167,7 @@ class LocalSandbox:
             raise RuntimeError(f"the fork server started but {sock_path} refuses connections")
         return client
 
-    def _request(self, req: dict[str, Any]) -> dict[str, Any]:
+    def _request(self, req: dict[str, Any], timeout_s: float = 0, route: Any = None) -> dict[str, Any]:
         for attempt in (0, 1):
             try:
                 return self._connect().request(req)
@@ -209,59 +179,11 @@ class LocalSandbox:
                     return {"infra_error": f"fork server unreachable: {exc}"}
         raise AssertionError("unreachable")
 
-    # -- Sandbox protocol
-    def info(self) -> dict[str, Any]:
-        """The daemon's self-description: mode, enforced protections, notes on what fell back."""
-        if self._info is None:
-            reply = self._request({"op": "info"})
-            if "infra_error" in reply:
-                raise RuntimeError(reply["infra_error"])
-            self._info = reply
-        return self._info
-
-    def enforced(self) -> dict[str, bool]:
-        return dict(self.info()["enforced"])
-
     @property
     def version(self) -> str:
         """Names this sandbox in rollout records: backend, isolation mode, sandbox Python."""
         info = self.info()
         return f"local:{info['mode']}:python{info['python']}"
-
-    def _limits(self, timeout: float | None, memory_mb: int | None) -> dict[str, Any]:
-        lim = self.limits
-        return {
-            "timeout_s": float(timeout if timeout is not None else lim.timeout_s),
-            "memory_mb": int(memory_mb if memory_mb is not None else lim.memory_mb),
-            "max_output_bytes": lim.max_output_bytes,
-            "max_file_mb": lim.max_file_mb,
-            "max_open_files": lim.max_open_files,
-            "max_processes": lim.max_processes,
-        }
-
-    def run(
-        self,
-        code: str,
-        *,
-        language: str = "python",
-        stdin: str = "",
-        timeout: float | None = None,
-        memory_mb: int | None = None,
-    ) -> ExecResult:
-        if language not in LANGUAGES:
-            raise ValueError(f"unsupported language {language!r}; supported: {', '.join(LANGUAGES)}")
-        req = {
-            "op": "run",
-            "code": code,
-            "language": language,
-            "stdin": stdin,
-            "limits": self._limits(timeout, memory_mb),
-        }
-        return _result(self._request(req))
-
-    def session(self, *, timeout: float | None = None, memory_mb: int | None = None) -> LocalSession:
-        """A stateful Python session: variables and scratch files persist across ``run`` calls."""
-        return LocalSession(self, self._limits(timeout, memory_mb))
 
     def close(self) -> None:
         if self._client is not None and self._pid == os.getpid():
@@ -275,49 +197,3 @@ class LocalSandbox:
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and (runtime_dir() / f"fs-{self._key()}.sock").exists():
             time.sleep(0.02)
-
-
-class LocalSession:
-    """A stateful sandboxed Python process for one episode (see ``LocalSandbox.session``).
-
-    A run that times out or floods output kills the session; the next ``run`` starts a fresh one and
-    says so on stderr, so the policy learns its variables are gone.
-    """
-
-    def __init__(self, sandbox: LocalSandbox, limits: dict[str, Any]) -> None:
-        self.sandbox = sandbox
-        self.limits = limits
-        self._sid: str | None = None
-        self._lost = False
-
-    def run(
-        self, code: str, *, stdin: str = "", timeout: float | None = None, memory_mb: int | None = None
-    ) -> ExecResult:
-        if self._sid is None:
-            reply = self.sandbox._request({"op": "session_open", "limits": self.limits})
-            if "session" not in reply:
-                return ExecResult(infra_error=reply.get("infra_error") or reply.get("error") or "session failed")
-            self._sid = reply["session"]
-        limits = {"timeout_s": timeout, "memory_mb": memory_mb}
-        reply = self.sandbox._request(
-            {"op": "session_run", "session": self._sid, "code": code, "stdin": stdin, "limits": limits}
-        )
-        result = _result(reply)
-        note = "[a fresh session was started: variables from earlier calls are gone]\n" if self._lost else ""
-        self._lost = bool(reply.get("session_lost"))
-        if self._lost:
-            self._sid = None
-        if note and result.infra_error is None:
-            result = ExecResult(**{**result.to_dict(), "stderr": note + result.stderr})
-        return result
-
-    def close(self) -> None:
-        if self._sid is not None:
-            self.sandbox._request({"op": "session_close", "session": self._sid})
-            self._sid = None
-
-    def __enter__(self) -> LocalSession:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
