@@ -20,14 +20,13 @@ def _cmd_list(_: argparse.Namespace) -> int:
     return 0
 
 
-def _task_pool(env_id: str, env_kwargs: dict[str, Any], task_ids: Any) -> Any:
-    """The task pool the envs will use: ``load_tasks`` also gets the env kwargs it accepts (e.g.
-    ReasoningGym-v0's ``dataset``/``size``/``seed``, which decide what the tasks are)."""
-    loader = env_class(env_id).load_tasks
-    params = inspect.signature(loader).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    extra = {k: v for k, v in env_kwargs.items() if (takes_any or k in params) and k not in ("data", "task_ids")}
-    return loader(env_kwargs.get("data"), task_ids, **extra)
+def _task_pool(env_id: str, env_kwargs: dict[str, Any]) -> TaskSource:
+    """The task pool envs built with these kwargs use (ReasoningGym's ``dataset``, ToolUse's ``domain``, ...)."""
+    env = gym.make(env_id, **env_kwargs).unwrapped
+    try:
+        return env.tasks
+    finally:
+        env.close()
 
 
 def _cmd_rollout(args: argparse.Namespace) -> int:
@@ -42,15 +41,17 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
     except json.JSONDecodeError as exc:
         print(f"--env-kwargs is not valid JSON: {exc}", file=sys.stderr)
         return 2
+    if args.policy == "hf":
+        return _rollout_hf(args, env_kwargs)
     if args.policy != "reference":
-        print(f"unknown policy {args.policy!r}; available: reference", file=sys.stderr)
+        print(f"unknown policy {args.policy!r}; available: reference, hf", file=sys.stderr)
         return 2
-    tasks = _task_pool(args.env_id, env_kwargs, env_kwargs.get("task_ids"))
+    tasks = _task_pool(args.env_id, env_kwargs)
     if env_kwargs.get("task_ids") is None and any(t.reference is None for t in tasks):
         # The reference policy can only play tasks that have a reference answer.
         env_kwargs["task_ids"] = [t.task_id for t in tasks if t.reference is not None]
         print(f"playing the {len(env_kwargs['task_ids'])} of {len(tasks)} tasks that have a reference answer")
-        tasks = _task_pool(args.env_id, env_kwargs, env_kwargs["task_ids"])
+        tasks = _task_pool(args.env_id, env_kwargs)
     policy = ReferencePolicy(tasks, corrupt_rate=args.corrupt_rate, seed=args.seed)
 
     out = Path(args.out)
@@ -76,6 +77,48 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rollout_hf(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> int:
+    """Token-level rollouts: ``HFPolicy`` over ``TokenEnv``-wrapped envs, lock-step, with group sampling."""
+    from functools import partial
+
+    from gym_nemo.policies import HFPolicy, SamplingParams
+    from gym_nemo.rollout import collect_token_rollouts
+    from gym_nemo.wrappers import TokenEnv
+
+    if not args.model:
+        print("--policy hf needs --model (a transformers model directory or hub id)", file=sys.stderr)
+        return 2
+    if args.group_size < 1 or args.num_envs % args.group_size or args.num_episodes % args.group_size:
+        print("--group-size must be >= 1 and divide --num-envs and --num-episodes", file=sys.stderr)
+        return 2
+    policy = HFPolicy(args.model, device=args.device)
+    sampling = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not args.append:
+        out.unlink()
+    wrappers = [partial(TokenEnv, tokenizer=policy.tokenizer)]
+    envs = gym_nemo.make_vec(args.env_id, args.num_envs, args.vectorization, wrappers=wrappers, **env_kwargs)
+    try:
+        _, summary = collect_token_rollouts(
+            envs,
+            policy,
+            args.num_episodes,
+            env_id=args.env_id,
+            group_size=args.group_size,
+            sampling=sampling,
+            seed=args.seed,
+            out=out,
+            progress=not args.quiet,
+        )
+    finally:
+        envs.close()
+    print(f"{args.env_id} · policy={policy.name} · {args.num_envs} envs · groups of {args.group_size}")
+    print(summary.format())
+    print(f"wrote {summary.episodes} episodes to {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gym-nemo", description=__doc__)
     parser.add_argument("--version", action="version", version=f"gym-nemo {gym_nemo.__version__}")
@@ -90,8 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--policy",
         default="reference",
-        help="'reference' (embedded default: replays reference solutions; needs no model)",
+        help="'reference' (embedded default: replays reference solutions; needs no model) or 'hf' "
+        "(a transformers model, --model; token-level records; needs the [hf] extra)",
     )
+    p.add_argument("--model", default=None, help="--policy hf: model directory or hub id")
+    p.add_argument("--device", default="cpu", help="--policy hf: torch device")
+    p.add_argument("--group-size", type=int, default=1, help="--policy hf: rollouts per task (GRPO groups)")
+    p.add_argument("--max-tokens", type=int, default=256, help="--policy hf: tokens per assistant turn")
+    p.add_argument("--temperature", type=float, default=1.0, help="--policy hf: sampling temperature")
     p.add_argument(
         "--corrupt-rate",
         type=float,

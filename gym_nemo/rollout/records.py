@@ -25,6 +25,10 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
+#: Optional token-level fields of a record (see ``EpisodeRecord``).
+TOKEN_FIELDS = ("prompt_ids", "completion_ids", "completion_mask", "completion_logprobs", "finish_reasons", "group")
+
+
 @dataclass
 class EpisodeRecord:
     """Everything about one finished episode that a trainer, an evaluator or a re-scorer needs.
@@ -49,6 +53,15 @@ class EpisodeRecord:
     policy: str = ""
     seed: int | None = None
     versions: dict[str, str] = field(default_factory=dict)
+    # Token-level episodes (TokenEnv + a token policy); written only when set. The episode's ids are
+    # prompt_ids + completion_ids; completion_mask is 1 for policy tokens and 0 for env tokens;
+    # completion_logprobs is the policy's logprob for policy tokens and 0.0 for env tokens.
+    prompt_ids: list[int] | None = None
+    completion_ids: list[int] | None = None
+    completion_mask: list[int] | None = None
+    completion_logprobs: list[float] | None = None
+    finish_reasons: list[str] | None = None
+    group: int | None = None
 
     def to_row(self) -> dict[str, Any]:
         row = dict(self.task_row)
@@ -69,6 +82,9 @@ class EpisodeRecord:
             seed=self.seed,
             versions=self.versions,
         )
+        for key in TOKEN_FIELDS:
+            if getattr(self, key) is not None:
+                row[key] = getattr(self, key)
         return to_jsonable(row)
 
     def write(self, fh: IO[str]) -> None:

@@ -1,0 +1,164 @@
+"""``collect_token_rollouts``: lock-step token-level episodes with group sampling, for PPO/GRPO loops.
+
+The vector env is ``gym_nemo.make_vec(env_id, n, wrappers=[partial(TokenEnv, tokenizer=tok)])``. Episodes
+run in waves of ``num_envs``: every wave resets all sub-envs with per-env seeds that are equal within a
+group, so the ``group_size`` envs of a group play the same task (a TextEnv picks its task from its seeded
+RNG); then observe batch -> one batched ``generate`` over the active episodes -> step batch, until every
+episode of the wave has ended. Sub-envs whose episode ended wait for the wave with an empty action (the
+vector env's autoreset episode they are stepping is thrown away). Each episode becomes one
+:class:`~gym_nemo.rollout.records.EpisodeRecord` with ``prompt_ids``, ``completion_ids``,
+``completion_mask`` (1 = policy token), ``completion_logprobs`` (0.0 for env tokens), ``finish_reasons``
+(one per turn), ``group`` and the per-step rewards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from gymnasium.vector import VectorEnv
+from tqdm.auto import tqdm
+
+from gym_nemo.policies.token import SamplingParams, TokenPolicy
+from gym_nemo.rollout.collect import RolloutSummary, summarize
+from gym_nemo.rollout.records import EpisodeRecord
+from gym_nemo.vector import unbatch_info
+
+
+@dataclass
+class _TokenEpisode:
+    group: int
+    started: float
+    prompt_ids: list[int]
+    active: bool = True
+    completion_ids: list[int] = field(default_factory=list)
+    completion_mask: list[int] = field(default_factory=list)
+    completion_logprobs: list[float] = field(default_factory=list)
+    finish_reasons: list[str] = field(default_factory=list)
+    step_rewards: list[float] = field(default_factory=list)
+    components: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def context(self) -> list[int]:
+        return self.prompt_ids + self.completion_ids
+
+
+def collect_token_rollouts(
+    envs: VectorEnv,
+    policy: TokenPolicy,
+    num_episodes: int,
+    *,
+    env_id: str,
+    group_size: int = 1,
+    sampling: SamplingParams | None = None,
+    seed: int = 0,
+    out: str | Path | None = None,
+    progress: bool = True,
+    on_record: Callable[[EpisodeRecord], None] | None = None,
+) -> tuple[list[EpisodeRecord], RolloutSummary]:
+    """Run ``num_episodes`` token-level episodes (``num_episodes / group_size`` groups); see the module doc.
+
+    ``num_envs`` and ``num_episodes`` must be multiples of ``group_size``. Records are appended to ``out``
+    (one flushed JSONL line each) in the order episodes finish. With ``sampling.seed`` set, the k-th
+    ``generate`` call gets a seed derived from it and k: the run is reproducible and no two calls repeat
+    the same random draws.
+    """
+    n = envs.num_envs
+    if group_size < 1 or n % group_size or num_episodes % group_size:
+        raise ValueError(f"num_envs ({n}) and num_episodes ({num_episodes}) must be multiples of group_size")
+    sampling = sampling or SamplingParams()
+    groups_per_wave = n // group_size
+    records: list[EpisodeRecord] = []
+    calls = 0
+    start = time.monotonic()
+    fh = open(out, "a", encoding="utf-8") if out is not None else None  # noqa: SIM115 - closed below
+    bar = tqdm(total=num_episodes, disable=not progress, unit="ep", desc=env_id)
+    try:
+        for wave in range(math.ceil(num_episodes / n)):
+            wanted = min(n, num_episodes - wave * n)
+            first_group = wave * groups_per_wave
+            seeds = [seed + first_group + i // group_size for i in range(n)]
+            observations, _ = envs.reset(seed=seeds)
+            now = time.monotonic()
+            episodes = [
+                _TokenEpisode(first_group + i // group_size, now, [int(t) for t in observations[i]], active=i < wanted)
+                for i in range(n)
+            ]
+            while any(e.active for e in episodes):
+                active = [i for i, e in enumerate(episodes) if e.active]
+                call_sampling = sampling
+                if sampling.seed is not None:  # reproducible, yet each call draws fresh samples
+                    call_sampling = dataclasses.replace(sampling, seed=sampling.seed * 1_000_003 + calls)
+                calls += 1
+                generations = policy.generate([episodes[i].context for i in active], call_sampling)
+                actions: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * n
+                for i, gen in zip(active, generations, strict=True):
+                    actions[i] = np.asarray(gen.token_ids, dtype=np.int64)
+                    episode = episodes[i]
+                    episode.completion_ids += gen.token_ids
+                    episode.completion_mask += [1] * len(gen.token_ids)
+                    episode.completion_logprobs += [float(x) for x in gen.logprobs]
+                    episode.finish_reasons.append(gen.finish_reason)
+                observations, rewards, terminated, truncated, batched = envs.step(tuple(actions))
+                for i in active:
+                    episode = episodes[i]
+                    info = unbatch_info(batched, i)
+                    done = bool(terminated[i] or truncated[i])
+                    delta = info["final_obs"] if done else observations[i]
+                    step_info: dict[str, Any] = info["final_info"] if done else info
+                    delta = [int(t) for t in delta]
+                    episode.completion_ids += delta
+                    episode.completion_mask += [0] * len(delta)
+                    episode.completion_logprobs += [0.0] * len(delta)
+                    episode.step_rewards.append(float(rewards[i]))
+                    episode.components.append(dict(step_info.get("reward_components", {})))
+                    if not done:
+                        continue
+                    episode.active = False
+                    record = _record(env_id, policy.name, seed, episode, step_info, bool(terminated[i]))
+                    records.append(record)
+                    if fh is not None:
+                        record.write(fh)
+                    if on_record is not None:
+                        on_record(record)
+                    bar.update(1)
+    finally:
+        bar.close()
+        if fh is not None:
+            fh.close()
+    return records, summarize(records, time.monotonic() - start)
+
+
+def _record(
+    env_id: str, policy: str, seed: int, episode: _TokenEpisode, info: dict[str, Any], terminated: bool
+) -> EpisodeRecord:
+    return EpisodeRecord(
+        env_id=env_id,
+        task_id=str(info["task_id"]),
+        task_row=dict(info.get("task_row", {})),
+        messages=list(info.get("messages", [])),
+        reward=float(sum(episode.step_rewards)),
+        step_rewards=episode.step_rewards,
+        reward_components=episode.components,
+        verdict=info.get("verdict"),
+        terminated=terminated,
+        truncated=not terminated,
+        infra_error=info.get("infra_error"),
+        num_turns=int(info.get("turn", len(episode.step_rewards))),
+        duration_s=time.monotonic() - episode.started,
+        policy=policy,
+        seed=seed,
+        versions=dict(info.get("versions", {})),
+        prompt_ids=episode.prompt_ids,
+        completion_ids=episode.completion_ids,
+        completion_mask=episode.completion_mask,
+        completion_logprobs=episode.completion_logprobs,
+        finish_reasons=episode.finish_reasons,
+        group=episode.group,
+    )
