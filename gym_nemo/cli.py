@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
+
 import gym_nemo
-from gym_nemo.registry import ENVS, env_class
+from gym_nemo.core.task import TaskSource
+from gym_nemo.registry import ENVS
 
 
 def _cmd_list(_: argparse.Namespace) -> int:

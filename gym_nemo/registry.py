@@ -72,13 +72,3 @@ def register_all() -> None:
             kwargs=dict(entry.kwargs),
             disable_env_checker=True,  # the passive checker rejects nothing useful for text and costs a copy
         )
-
-
-def env_class(env_id: str) -> type:
-    """The class behind a registered id (for tools that need its task loader without building an env)."""
-    spec = gym.spec(env_id)
-    entry = spec.entry_point
-    if callable(entry):
-        return entry  # type: ignore[return-value]
-    module, _, name = entry.partition(":")
-    return getattr(__import__(module, fromlist=[name]), name)

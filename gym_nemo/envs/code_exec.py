@@ -24,12 +24,12 @@ from importlib import resources
 from typing import Any
 
 from gym_nemo.core.env import TextEnv
-from gym_nemo.core.errors import InfraError
 from gym_nemo.core.task import Task, input_messages
 from gym_nemo.core.tool_calls import last_code_block
 from gym_nemo.core.tools import Tool
 from gym_nemo.core.verdict import Verdict
-from gym_nemo.sandbox import ExecResult, Sandbox, Session, get_sandbox
+from gym_nemo.envs.python_tool import PythonSessionTool
+from gym_nemo.sandbox import Sandbox, get_sandbox
 from gym_nemo.verifiers.python_tests import VERIFIER_VERSION, verify_function_tests
 
 # The prompt NeMo Gym's evalplus resource server uses, so bundled rows equal its rows.
@@ -54,32 +54,6 @@ def humaneval_problems() -> dict[str, dict[str, Any]]:
     with path.open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as fh:
         problems = [json.loads(line) for line in fh if line.strip()]
     return {p["task_id"]: p for p in problems}
-
-
-def format_exec_result(result: ExecResult, limit: int) -> str:
-    """The tool's reply: exit status, then stdout and stderr, each cut to ``limit`` characters."""
-
-    def cut(text: str) -> str:
-        return text if len(text) <= limit else f"{text[:limit]}\n[... {len(text) - limit:,} more characters cut]"
-
-    if result.timed_out:
-        status = "timed out (the process was killed)"
-    elif result.output_truncated:
-        status = "killed: output limit exceeded"
-    else:
-        status = f"exit code {result.exit_code}"
-    parts = [status]
-    if result.memory_exceeded:
-        parts.append("memory limit exceeded")
-    if result.file_size_exceeded:
-        parts.append("file size limit exceeded")
-    if result.cpu_time_exceeded:
-        parts.append("CPU time limit exceeded")
-    text = "; ".join(parts)
-    text += f"\nstdout:\n{cut(result.stdout)}" if result.stdout else "\nstdout: (empty)"
-    if result.stderr:
-        text += f"\nstderr:\n{cut(result.stderr)}"
-    return text
 
 
 class CodeExecEnv(TextEnv):
@@ -113,7 +87,9 @@ class CodeExecEnv(TextEnv):
         self.memory_mb = memory_mb
         self.tool_output_chars = tool_output_chars
         self.sandbox = get_sandbox(sandbox, require=sandbox_require)
-        self._session: Session | None = None
+        self.python = PythonSessionTool(
+            self.sandbox, timeout_s=timeout_s, memory_mb=memory_mb, output_chars=tool_output_chars
+        )
         super().__init__(**kwargs)
 
     @classmethod
@@ -152,41 +128,11 @@ class CodeExecEnv(TextEnv):
         )
 
     def make_tools(self) -> Sequence[Tool]:
-        return [
-            Tool(
-                name="execute_python",
-                description=(
-                    "Run Python 3 code in a sandboxed interpreter and return its exit status, stdout and "
-                    f"stderr (each cut to {self.tool_output_chars} characters). Variables and files persist "
-                    f"between calls in this episode. Standard library only, no network, {self.timeout_s:g} s "
-                    "time limit per call."
-                ),
-                parameters={
-                    "type": "object",
-                    "properties": {"code": {"type": "string", "description": "The Python source to run."}},
-                    "required": ["code"],
-                    "additionalProperties": False,
-                },
-                fn=self._execute_python,
-            )
-        ]
+        return [self.python.tool()]
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
-        self._close_session()  # every episode starts from a clean interpreter
+        self.python.new_episode()  # every episode starts from a clean interpreter
         return super().reset(seed=seed, options=options)
-
-    def _close_session(self) -> None:
-        if self._session is not None:
-            self._session.close()
-            self._session = None
-
-    def _execute_python(self, code: str) -> str:
-        if self._session is None:
-            self._session = self.sandbox.session(timeout=self.timeout_s, memory_mb=self.memory_mb)
-        result = self._session.run(code, timeout=self.timeout_s, memory_mb=self.memory_mb)
-        if result.infra_error is not None:
-            raise InfraError(f"sandbox: {result.infra_error}")
-        return format_exec_result(result, self.tool_output_chars)
 
     def verify(self, task: Task, answer: str) -> Verdict:
         return verify_function_tests(
@@ -200,6 +146,5 @@ class CodeExecEnv(TextEnv):
         )
 
     def close(self) -> None:
-        self._close_session()
-        self.sandbox.close()
+        self.python.close()
         super().close()

@@ -28,7 +28,7 @@ from gym_nemo.core.task import Task, input_messages, read_jsonl
 from gym_nemo.core.tool_calls import last_code_block
 from gym_nemo.core.tools import Tool
 from gym_nemo.core.verdict import Verdict
-from gym_nemo.envs.code_exec import format_exec_result
+from gym_nemo.envs.python_tool import format_exec_result
 from gym_nemo.sandbox import Sandbox, get_sandbox
 from gym_nemo.verifiers.stdio_tests import VERIFIER_VERSION, parse_unit_tests, verify_stdio_tests
 
@@ -57,6 +57,7 @@ class CompCodingEnv(TextEnv):
 
     Args (beyond :class:`TextEnv`'s):
         sandbox: a backend name or a ``Sandbox``; default ``GYM_NEMO_SANDBOX``.
+        sandbox_require: protections the sandbox must enforce (see ``get_sandbox``).
         timeout_s: wall-time limit of each tool run and of each hidden test (NeMo Gym's code_gen uses 10).
         total_timeout_s: limit on one whole verification; tests not reached get ``-1``.
         memory_mb: address-space limit of each run.
@@ -73,6 +74,7 @@ class CompCodingEnv(TextEnv):
         self,
         *,
         sandbox: str | Sandbox | None = None,
+        sandbox_require: Sequence[str] = (),
         timeout_s: float = 10.0,
         total_timeout_s: float = 60.0,
         memory_mb: int = 1024,
@@ -85,7 +87,7 @@ class CompCodingEnv(TextEnv):
         self.memory_mb = memory_mb
         self.float_tolerance = float_tolerance
         self.tool_output_chars = tool_output_chars
-        self.sandbox = get_sandbox(sandbox)
+        self.sandbox = get_sandbox(sandbox, require=sandbox_require)
         super().__init__(**kwargs)
 
     @classmethod

@@ -31,12 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from gym_nemo.core.env import TextEnv
-from gym_nemo.core.errors import InfraError
 from gym_nemo.core.task import Task, input_messages
 from gym_nemo.core.tools import Tool
 from gym_nemo.core.verdict import Verdict
-from gym_nemo.envs.code_exec import format_exec_result
-from gym_nemo.sandbox import Sandbox, Session, get_sandbox
+from gym_nemo.envs.python_tool import PythonSessionTool
+from gym_nemo.sandbox import Sandbox, get_sandbox
 from gym_nemo.verifiers.llm_judge import JudgeConfig, LLMJudge
 from gym_nemo.verifiers.math import DEFAULT_TIMEOUT_S, VERIFIER_VERSION, strip_math_delimiters, verify_math
 
@@ -258,7 +257,9 @@ class MathToolEnv(MathEnv):
         self.memory_mb = memory_mb
         self.tool_output_chars = tool_output_chars
         self.sandbox = get_sandbox(sandbox, require=sandbox_require)
-        self._session: Session | None = None
+        self.python = PythonSessionTool(
+            self.sandbox, timeout_s=timeout_s, memory_mb=memory_mb, output_chars=tool_output_chars
+        )
         super().__init__(**kwargs)
 
     @classmethod
@@ -268,42 +269,12 @@ class MathToolEnv(MathEnv):
         return f"Checking with Python:\n```python\n{code}\n```\n{super().reference_answer(expected)}"
 
     def make_tools(self) -> Sequence[Tool]:
-        return [
-            Tool(
-                name="execute_python",
-                description=(
-                    "Run Python 3 code in a sandboxed interpreter and return its exit status, stdout and stderr "
-                    f"(each cut to {self.tool_output_chars} characters). Variables persist between calls in this "
-                    f"episode. Standard library only, no network, {self.timeout_s:g} s time limit per call."
-                ),
-                parameters={
-                    "type": "object",
-                    "properties": {"code": {"type": "string", "description": "The Python source to run."}},
-                    "required": ["code"],
-                    "additionalProperties": False,
-                },
-                fn=self._execute_python,
-            )
-        ]
+        return [self.python.tool()]
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
-        self._close_session()  # every episode starts from a fresh interpreter
+        self.python.new_episode()  # every episode starts from a fresh interpreter
         return super().reset(seed=seed, options=options)
 
-    def _close_session(self) -> None:
-        if self._session is not None:
-            session, self._session = self._session, None
-            session.close()
-
-    def _execute_python(self, code: str) -> str:
-        if self._session is None:
-            self._session = self.sandbox.session(timeout=self.timeout_s, memory_mb=self.memory_mb)
-        result = self._session.run(code, timeout=self.timeout_s, memory_mb=self.memory_mb)
-        if result.infra_error is not None:
-            raise InfraError(f"sandbox: {result.infra_error}")
-        return format_exec_result(result, self.tool_output_chars)
-
     def close(self) -> None:
-        self._close_session()
-        self.sandbox.close()
+        self.python.close()
         super().close()
