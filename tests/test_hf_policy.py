@@ -78,3 +78,16 @@ def test_finish_reasons(policy: HFPolicy) -> None:
         policy.generate([[]], SamplingParams())
     with pytest.raises(ValueError):
         SamplingParams(max_tokens=0)
+
+
+def test_top_k_zero_samples_the_whole_vocabulary(policy: HFPolicy) -> None:
+    prompt = _prompts(policy.tokenizer)[2]
+    with torch.no_grad():
+        logits = policy.model(input_ids=torch.tensor([prompt])).logits[0, -1]
+    top50 = set(logits.topk(50).indices.tolist())
+    first = {
+        k: {g.token_ids[0] for g in policy.generate([prompt] * 64, SamplingParams(max_tokens=1, top_k=k, seed=5))}
+        for k in (0, 50, 1)
+    }
+    assert first[50] <= top50 and not first[0] <= top50  # a random model is near uniform over 2k ids
+    assert first[1] == {int(logits.argmax())}

@@ -89,7 +89,9 @@ class HFPolicy:
         greedy = sampling.temperature == 0
         kwargs: dict[str, Any] = {"do_sample": not greedy}
         if not greedy:
-            kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k or None)
+            kwargs.update(
+                temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k
+            )  # 0 = off (None would mean 50)
         result = self.model.generate(
             input_ids=input_ids.to(self.device),
             attention_mask=attention.to(self.device),
