@@ -85,7 +85,7 @@ def test_step_reward_contract_over_an_episode() -> None:
     obs, r, term, trunc, info = env.step("7")
     assert r == 1.0 and term and info["reward_components"] == {"verifier": 1.0}
     assert info["episode_return"] == 1.0 and info["verdict"]["passed"]
-    assert info["versions"]["verifier"] == "guess@0"
+    assert info["versions"]["verifier"] == "guess@0" and info["verdict"]["verifier"] == "guess@0"
     with pytest.raises(ResetNeeded):
         env.step("7")
 

@@ -319,7 +319,7 @@ class TextEnv(gym.Env[str, str]):
             verdict = self.verify(self._task, answer)
         except InfraError as exc:
             verdict = Verdict.infra_failure(str(exc))
-        info["verdict"] = verdict.to_dict()
+        info["verdict"] = {**verdict.to_dict(), "verifier": f"{self.verifier_name}@{self.verifier_version}"}
         if verdict.infra_error is not None:
             info["infra_error"] = verdict.infra_error
             return f"[infrastructure error] the answer could not be verified: {verdict.infra_error}", False, True
