@@ -19,7 +19,7 @@ import gymnasium as gym  # noqa: E402
 import gym_nemo  # noqa: E402
 from gym_nemo.cli import main  # noqa: E402
 from gym_nemo.policies import Generation, HFPolicy, SamplingParams  # noqa: E402
-from gym_nemo.rollout import EpisodeRecord, collect_token_rollouts  # noqa: E402
+from gym_nemo.rollout import EpisodeRecord, collect_token_rollouts, token_rollout_metrics  # noqa: E402
 from gym_nemo.wrappers import TokenEnv  # noqa: E402
 
 ENV = "nemo/CodeExec-v0"
@@ -86,7 +86,10 @@ def test_hf_rollouts_groups_and_alignment(policy: HFPolicy, tools: list[dict], t
         )
     finally:
         envs.close()
-    assert summary.episodes == len(records) == 8 and summary.mean_reward == 0.0
+    assert summary.episodes == len(records) == 8 and summary.groups == 4 and summary.mean_reward == 0.0
+    assert summary.mixed_group_rate == 0.0 and summary.mean_turns == 2.0 and summary.infra_error_rate == 0.0
+    assert summary.policy_tokens == sum(sum(r.completion_mask) for r in records) <= 8 * 2 * 12
+    assert summary.tokens_per_s > 0 and 0 < summary.env_time_share < 1 and summary.policy_s > 0
     assert Counter(r.group for r in records) == {g: 2 for g in range(4)}
     for group in range(4):  # a group is G rollouts of the same task, sampled independently
         members = [r for r in records if r.group == group]
@@ -144,7 +147,7 @@ def test_multi_turn_tool_calls_through_the_sandbox(policy: HFPolicy, tools: list
     scripted = ScriptedToolPolicy(policy.tokenizer)
     envs = make_envs(policy.tokenizer, 4, mode="async")
     try:
-        records, _ = collect_token_rollouts(envs, scripted, 4, env_id=ENV, group_size=2, progress=False)
+        records, metrics = collect_token_rollouts(envs, scripted, 4, env_id=ENV, group_size=2, progress=False)
     finally:
         envs.close()
     assert len(records) == 4
@@ -156,6 +159,44 @@ def test_multi_turn_tool_calls_through_the_sandbox(policy: HFPolicy, tools: list
         policy_ids = [t for t, m in zip(record.completion_ids, record.completion_mask, strict=True) if m]
         assert any(policy_ids == a + b for a in scripted.sent for b in scripted.sent)
     assert sorted(tuple(r.finish_reasons) for r in records) == [("length", "stop")] * 2 + [("stop", "stop")] * 2
+    assert metrics.generation_truncation_rate == 2 / 8 and metrics.tool_error_rate == 0.0
+    assert metrics.mean_turns == 2.0 and metrics.truncation_rate == 0.0
+
+
+def _rec(group: int, reward: float, **kw) -> EpisodeRecord:
+    return EpisodeRecord(
+        env_id=ENV, task_id=f"t{group}", task_row={}, messages=kw.pop("messages", []), reward=reward, group=group, **kw
+    )
+
+
+def test_token_rollout_metrics_by_hand() -> None:
+    tool = {"role": "tool", "name": "execute_python", "content": "ok"}
+    error = {"role": "tool", "name": "error", "content": "[error] unknown tool"}
+    records = [
+        _rec(0, 1.0, verdict={"passed": True}, num_turns=2, finish_reasons=["stop", "length"], messages=[tool]),
+        _rec(0, 0.0, num_turns=1, finish_reasons=["length"], messages=[error, tool, tool]),
+        _rec(1, 0.0, num_turns=3, truncated=True, finish_reasons=["stop"] * 3),
+        _rec(
+            1,
+            0.0,
+            num_turns=1,
+            finish_reasons=["stop"],
+            prompt_ids=[1, 2],
+            completion_ids=[3, 4, 5],
+            completion_mask=[1, 1, 0],
+        ),
+        _rec(2, 0.0, num_turns=1, infra_error="sandbox down", finish_reasons=["stop"]),
+        _rec(2, 1.0, num_turns=1, verdict={"passed": True}, finish_reasons=["stop"]),
+    ]
+    m = token_rollout_metrics(records, duration_s=2.0, policy_s=1.0, env_s=0.5)
+    assert (m.episodes, m.groups) == (6, 3)
+    assert m.mean_reward == pytest.approx(2 / 5) and m.pass_rate == pytest.approx(2 / 5)
+    assert m.mixed_group_rate == pytest.approx(1 / 3)  # group 0 differs; 1 ties; 2 has one scored episode
+    assert m.mean_turns == pytest.approx(9 / 6) and m.truncation_rate == pytest.approx(1 / 6)
+    assert m.generation_truncation_rate == pytest.approx(2 / 9) and m.infra_error_rate == pytest.approx(1 / 6)
+    assert m.tool_error_rate == pytest.approx(1 / 4)
+    assert (m.policy_tokens, m.env_tokens) == (2, 3) and m.tokens_per_s == 1.0 and m.env_time_share == 0.25
+    assert "mixed groups" in m.format() and token_rollout_metrics([]).episodes == 0
 
 
 def test_cli_rollout_with_the_hf_policy(tiny_model_dir, tmp_path, capsys) -> None:

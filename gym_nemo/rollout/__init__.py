@@ -2,6 +2,14 @@
 
 from gym_nemo.rollout.collect import RolloutSummary, collect_rollouts
 from gym_nemo.rollout.records import EpisodeRecord, to_jsonable
-from gym_nemo.rollout.token_rollout import collect_token_rollouts
+from gym_nemo.rollout.token_rollout import TokenRolloutMetrics, collect_token_rollouts, token_rollout_metrics
 
-__all__ = ["EpisodeRecord", "RolloutSummary", "collect_rollouts", "collect_token_rollouts", "to_jsonable"]
+__all__ = [
+    "EpisodeRecord",
+    "RolloutSummary",
+    "TokenRolloutMetrics",
+    "collect_rollouts",
+    "collect_token_rollouts",
+    "to_jsonable",
+    "token_rollout_metrics",
+]

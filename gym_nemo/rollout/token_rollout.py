@@ -8,7 +8,9 @@ episode of the wave has ended. Sub-envs whose episode ended wait for the wave wi
 vector env's autoreset episode they are stepping is thrown away). Each episode becomes one
 :class:`~gym_nemo.rollout.records.EpisodeRecord` with ``prompt_ids``, ``completion_ids``,
 ``completion_mask`` (1 = policy token), ``completion_logprobs`` (0.0 for env tokens), ``finish_reasons``
-(one per turn), ``group`` and the per-step rewards.
+(one per turn), ``group`` and the per-step rewards. The run's :class:`TokenRolloutMetrics` (mean reward,
+mixed-reward group rate, truncation and cut-generation rates, infra- and tool-error rates, tokens/s, env
+time share) come back with the records; :func:`token_rollout_metrics` computes them for any batch.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,9 +28,92 @@ from gymnasium.vector import VectorEnv
 from tqdm.auto import tqdm
 
 from gym_nemo.policies.token import SamplingParams, TokenPolicy
-from gym_nemo.rollout.collect import RolloutSummary, summarize
 from gym_nemo.rollout.records import EpisodeRecord
 from gym_nemo.vector import unbatch_info
+
+
+@dataclass
+class TokenRolloutMetrics:
+    """Training metrics over a batch of token-level episodes (see :func:`token_rollout_metrics`)."""
+
+    episodes: int = 0
+    groups: int = 0
+    mean_reward: float = 0.0
+    pass_rate: float = 0.0
+    mixed_group_rate: float = 0.0
+    mean_turns: float = 0.0
+    truncation_rate: float = 0.0
+    generation_truncation_rate: float = 0.0
+    infra_error_rate: float = 0.0
+    tool_error_rate: float = 0.0
+    policy_tokens: int = 0
+    env_tokens: int = 0
+    duration_s: float = 0.0
+    policy_s: float = 0.0
+    env_s: float = 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        """Policy tokens generated per second of wall time."""
+        return self.policy_tokens / self.duration_s if self.duration_s > 0 else 0.0
+
+    @property
+    def env_time_share(self) -> float:
+        """Share of the wall time spent in the envs (reset + step, tools and verifiers included)."""
+        return self.env_s / self.duration_s if self.duration_s > 0 else 0.0
+
+    def format(self) -> str:
+        return "\n".join(
+            [
+                f"episodes          {self.episodes}  ({self.groups} groups)",
+                f"mean reward       {self.mean_reward:.4f}  (infra errors excluded)",
+                f"pass rate         {self.pass_rate:.4f}",
+                f"mixed groups      {self.mixed_group_rate:.4f}  (groups whose rewards differ)",
+                f"mean turns        {self.mean_turns:.2f}",
+                f"truncation rate   {self.truncation_rate:.4f}  (episodes)",
+                f"cut generations   {self.generation_truncation_rate:.4f}  (turns without an end-of-turn token)",
+                f"infra-error rate  {self.infra_error_rate:.4f}",
+                f"tool-error rate   {self.tool_error_rate:.4f}",
+                f"tokens            {self.policy_tokens} policy, {self.env_tokens} env",
+                f"tokens/s          {self.tokens_per_s:.1f}  ({self.duration_s:.1f} s)",
+                f"env time share    {self.env_time_share:.4f}",
+            ]
+        )
+
+
+def token_rollout_metrics(
+    records: Sequence[EpisodeRecord], *, duration_s: float = 0.0, policy_s: float = 0.0, env_s: float = 0.0
+) -> TokenRolloutMetrics:
+    """Metrics of a batch of token-level records. ``mixed_group_rate`` is the share of groups whose
+    rewards are not all equal (GRPO learns only from those); infra-error episodes are left out of rewards
+    and groups. ``tool_error_rate`` is the share of tool messages that report an error."""
+    n = len(records)
+    if n == 0:
+        return TokenRolloutMetrics(duration_s=duration_s, policy_s=policy_s, env_s=env_s)
+    scored = [r for r in records if r.infra_error is None]
+    groups: dict[Any, list[float]] = {}
+    for r in scored:
+        groups.setdefault(r.group if r.group is not None else id(r), []).append(r.reward)
+    finishes = [f for r in records for f in (r.finish_reasons or [])]
+    tools = [m for r in records for m in r.messages if m.get("role") == "tool"]
+    masks = [m for r in records for m in (r.completion_mask or [])]
+    return TokenRolloutMetrics(
+        episodes=n,
+        groups=len(groups),
+        mean_reward=float(np.mean([r.reward for r in scored])) if scored else 0.0,
+        pass_rate=float(np.mean([bool(r.verdict and r.verdict.get("passed")) for r in scored])) if scored else 0.0,
+        mixed_group_rate=float(np.mean([len(set(g)) > 1 for g in groups.values()])) if groups else 0.0,
+        mean_turns=float(np.mean([r.num_turns for r in records])),
+        truncation_rate=sum(r.truncated for r in records) / n,
+        generation_truncation_rate=finishes.count("length") / len(finishes) if finishes else 0.0,
+        infra_error_rate=(n - len(scored)) / n,
+        tool_error_rate=sum(m.get("name") == "error" for m in tools) / len(tools) if tools else 0.0,
+        policy_tokens=sum(masks),
+        env_tokens=sum(len(r.prompt_ids or []) for r in records) + len(masks) - sum(masks),
+        duration_s=duration_s,
+        policy_s=policy_s,
+        env_s=env_s,
+    )
 
 
 @dataclass
@@ -61,7 +146,7 @@ def collect_token_rollouts(
     out: str | Path | None = None,
     progress: bool = True,
     on_record: Callable[[EpisodeRecord], None] | None = None,
-) -> tuple[list[EpisodeRecord], RolloutSummary]:
+) -> tuple[list[EpisodeRecord], TokenRolloutMetrics]:
     """Run ``num_episodes`` token-level episodes (``num_episodes / group_size`` groups); see the module doc.
 
     ``num_envs`` and ``num_episodes`` must be multiples of ``group_size``. Records are appended to ``out``
@@ -76,6 +161,7 @@ def collect_token_rollouts(
     groups_per_wave = n // group_size
     records: list[EpisodeRecord] = []
     calls = 0
+    policy_s = env_s = 0.0
     start = time.monotonic()
     fh = open(out, "a", encoding="utf-8") if out is not None else None  # noqa: SIM115 - closed below
     bar = tqdm(total=num_episodes, disable=not progress, unit="ep", desc=env_id)
@@ -84,7 +170,9 @@ def collect_token_rollouts(
             wanted = min(n, num_episodes - wave * n)
             first_group = wave * groups_per_wave
             seeds = [seed + first_group + i // group_size for i in range(n)]
+            tick = time.monotonic()
             observations, _ = envs.reset(seed=seeds)
+            env_s += time.monotonic() - tick
             now = time.monotonic()
             episodes = [
                 _TokenEpisode(first_group + i // group_size, now, [int(t) for t in observations[i]], active=i < wanted)
@@ -96,7 +184,9 @@ def collect_token_rollouts(
                 if sampling.seed is not None:  # reproducible, yet each call draws fresh samples
                     call_sampling = dataclasses.replace(sampling, seed=sampling.seed * 1_000_003 + calls)
                 calls += 1
+                tick = time.monotonic()
                 generations = policy.generate([episodes[i].context for i in active], call_sampling)
+                policy_s += time.monotonic() - tick
                 actions: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * n
                 for i, gen in zip(active, generations, strict=True):
                     actions[i] = np.asarray(gen.token_ids, dtype=np.int64)
@@ -105,7 +195,9 @@ def collect_token_rollouts(
                     episode.completion_mask += [1] * len(gen.token_ids)
                     episode.completion_logprobs += [float(x) for x in gen.logprobs]
                     episode.finish_reasons.append(gen.finish_reason)
+                tick = time.monotonic()
                 observations, rewards, terminated, truncated, batched = envs.step(tuple(actions))
+                env_s += time.monotonic() - tick
                 for i in active:
                     episode = episodes[i]
                     info = unbatch_info(batched, i)
@@ -132,7 +224,8 @@ def collect_token_rollouts(
         bar.close()
         if fh is not None:
             fh.close()
-    return records, summarize(records, time.monotonic() - start)
+    metrics = token_rollout_metrics(records, duration_s=time.monotonic() - start, policy_s=policy_s, env_s=env_s)
+    return records, metrics
 
 
 def _record(
