@@ -3,7 +3,7 @@
 # Prints `export DOCKER_HOST=...` and `export GYM_NEMO_DOCKERD_PID=...` lines for the caller to eval.
 #
 # If an engine already answers (DOCKER_HOST or the default socket), it is used as is. Otherwise, as root:
-# install docker.io from Debian's packages when missing, start `dockerd --bridge=none --iptables=false`
+# install docker.io (and runsc, gVisor, registered as a runtime) from Debian's packages when missing, start `dockerd --bridge=none --iptables=false`
 # with its own data root and socket (containers get no network at all; no bridge, no iptables rules),
 # and report its PID so the caller stops exactly that process. Exits non-zero, saying why, when no
 # engine can be had.
@@ -18,14 +18,23 @@ if [ "$(id -u)" != 0 ]; then
 fi
 if ! command -v dockerd >/dev/null 2>&1; then
   echo "installing docker.io from Debian's packages" >&2
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io debootstrap) >&2
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io debootstrap runsc) >&2
 fi
 command -v debootstrap >/dev/null 2>&1 || (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap) >&2
 STATE="${GYM_NEMO_DOCKER_STATE:-/var/tmp/gym_nemo-docker}"
 mkdir -p "$STATE"
 SOCK="$STATE/docker.sock"
-dockerd --bridge=none --iptables=false --ip6tables=false --data-root "$STATE/data" --exec-root "$STATE/exec" \
-  --pidfile "$STATE/dockerd.pid" --host "unix://$SOCK" >"$STATE/dockerd.log" 2>&1 &
+# gVisor (runsc), when installed, is registered as a runtime for DockerSandbox(runtime="runsc"); with
+# Docker's network "none" it must itself run with --network=none.
+if command -v runsc >/dev/null 2>&1; then
+  printf '{"runtimes": {"runsc": {"path": "%s", "runtimeArgs": ["--network=none"]}}}\n' "$(command -v runsc)" \
+    >"$STATE/daemon.json"
+else
+  echo '{}' >"$STATE/daemon.json"
+fi
+dockerd --config-file "$STATE/daemon.json" --bridge=none --iptables=false --ip6tables=false \
+  --data-root "$STATE/data" --exec-root "$STATE/exec" --pidfile "$STATE/dockerd.pid" --host "unix://$SOCK" \
+  >"$STATE/dockerd.log" 2>&1 &
 PID=$!
 for _ in $(seq 1 60); do
   if DOCKER_HOST="unix://$SOCK" docker version >/dev/null 2>&1; then

@@ -29,13 +29,29 @@ def make_backend(name: str) -> Sandbox:
             print(f"docker sandbox tests skipped: {reason}")
             pytest.skip(reason)
         box = DockerSandbox(LIMITS, pool_size=2)
+    elif name == "docker-gvisor":
+        from gym_nemo.sandbox.docker import DockerSandbox, docker_unavailable_reason
+
+        reason = docker_unavailable_reason() or gvisor_unavailable_reason()
+        if reason:
+            print(f"gVisor sandbox tests skipped: {reason}")
+            pytest.skip(reason)
+        box = DockerSandbox(LIMITS, pool_size=1, runtime="runsc")
     else:
         raise ValueError(name)
     _cache[name] = box
     return box
 
 
-BACKENDS = ["local", "local-process", "docker"]
+BACKENDS = ["local", "local-process", "docker", "docker-gvisor"]
+
+
+def gvisor_unavailable_reason() -> str | None:
+    import docker
+
+    if "runsc" not in docker.from_env().info().get("Runtimes", {}):
+        return "the Docker engine has no runsc (gVisor) runtime; sandbox/start_docker.sh registers Debian's runsc"
+    return None
 
 
 def require(sandbox: Sandbox, protection: str) -> None:

@@ -169,6 +169,10 @@ def test_fork_bomb(sandbox: Sandbox, host_unchanged: None) -> None:
     start = time.monotonic()
     result = sandbox.run(code, timeout=3)
     assert time.monotonic() - start < 10
+    if result.infra_error and getattr(sandbox, "runtime", None) == "runsc":
+        # Known: Debian's 2022 runsc build loses the whole sandbox when a few dozen processes fork; the
+        # container is replaced (the teardown checks containment and that the next call works).
+        pytest.xfail(f"gVisor sandbox died under the fork bomb: {result.infra_error}")
     assert result.exit_code is not None or result.timed_out
 
 

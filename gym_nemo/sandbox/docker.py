@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gym_nemo.sandbox import forkserver
 from gym_nemo.sandbox.base import Limits
 from gym_nemo.sandbox.client import ForkServerBackend, ForkServerClient
 from gym_nemo.sandbox.local import FORKSERVER, runtime_dir
@@ -55,13 +56,52 @@ def docker_unavailable_reason(image: str = DEFAULT_IMAGE) -> str | None:
     return None
 
 
+class _AttachedStream:
+    """A container's attached stdin/stdout as a socket-like byte stream (Docker multiplexes the output:
+    8-byte headers carry the stream and length; stderr frames are dropped)."""
+
+    def __init__(self, raw: socket.socket) -> None:
+        self.raw = raw
+        self.buf = bytearray()
+
+    def _exactly(self, n: int) -> bytes | None:
+        data = bytearray()
+        while len(data) < n:
+            chunk = self.raw.recv(n - len(data))
+            if not chunk:
+                return None
+            data += chunk
+        return bytes(data)
+
+    def recv(self, n: int) -> bytes:
+        while not self.buf:
+            header = self._exactly(8)
+            payload = None if header is None else self._exactly(int.from_bytes(header[4:8], "big"))
+            if payload is None:
+                return b""
+            if header[0] == 1:
+                self.buf += payload
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
+        return out
+
+    def sendall(self, data: bytes) -> None:
+        self.raw.sendall(data)
+
+    def settimeout(self, timeout: float | None) -> None:
+        self.raw.settimeout(timeout)
+
+    def close(self) -> None:
+        self.raw.close()
+
+
 class _Container:
     """One pooled container and this process's connection to its fork server."""
 
-    def __init__(self, name: str, sock_path: Path) -> None:
+    def __init__(self, name: str, sock_path: Path, client: ForkServerClient | None = None) -> None:
         self.name = name
         self.sock_path = sock_path
-        self.client: ForkServerClient | None = None
+        self.client = client  # set at start for attached containers
         self.lock = threading.Lock()
 
     def connect(self, deadline: float) -> ForkServerClient:
@@ -95,6 +135,7 @@ class DockerSandbox(ForkServerBackend):
         pids_limit: int = 256,
         idle_exit_s: float = 120.0,
         fresh_container_per_session: bool = False,
+        transport: str | None = None,
     ) -> None:
         import docker
 
@@ -109,8 +150,16 @@ class DockerSandbox(ForkServerBackend):
         self.pids_limit = pids_limit
         self.idle_exit_s = idle_exit_s
         self.fresh_container_per_session = fresh_container_per_session
+        # "socket": the fork server listens on a bind-mounted unix socket (containers shared machine-wide).
+        # "attach": it speaks over the container's attached stdin/stdout, one client per container; needed
+        # with gVisor, whose sockets live in its own kernel and are not reachable through a bind mount.
+        self.transport = transport or ("attach" if runtime == "runsc" else "socket")
+        if self.transport not in ("socket", "attach"):
+            raise ValueError(f"transport must be 'socket' or 'attach', got {transport!r}")
         server = hashlib.sha256(FORKSERVER.read_bytes()).hexdigest()
-        ident = json.dumps([self.image_id, server, slots, self._settings(), repr(self.limits)], sort_keys=True)
+        ident = json.dumps(
+            [self.image_id, server, slots, self._settings(), repr(self.limits), self.transport], sort_keys=True
+        )
         self.key = hashlib.sha256(ident.encode()).hexdigest()[:12]
         self.pool_dir = runtime_dir() / f"docker-{self.key}"
         self.pool_dir.mkdir(mode=0o700, exist_ok=True)
@@ -143,52 +192,79 @@ class DockerSandbox(ForkServerBackend):
         from docker.types import Ulimit
 
         name = f"gym-nemo-{self.key}-{os.urandom(4).hex()}"
+        server = [
+            "python3",
+            "-I",
+            "/opt/gym_nemo/forkserver.py",
+            "--runtime-dir",
+            "/tmp",
+            "--slots",
+            str(self.slots),
+            "--base-uid",
+            "0",
+        ]
+        volumes = {str(FORKSERVER): {"bind": "/opt/gym_nemo/forkserver.py", "mode": "ro"}}
         host_dir = self.pool_dir / name
-        host_dir.mkdir(mode=0o700)
-        os.chown(host_dir, CONTAINER_UID, CONTAINER_UID)
-        command = ["python3", "-I", "/opt/gym_nemo/forkserver.py", "--socket", "/run/gym_nemo/fs.sock",
-                   "--runtime-dir", "/tmp", "--slots", str(self.slots), "--base-uid", "0",
-                   "--idle-exit", str(self.idle_exit_s if pooled else 0)]  # fmt: skip
-        self.docker.containers.run(
+        if self.transport == "socket":
+            host_dir.mkdir(mode=0o700)
+            os.chown(host_dir, CONTAINER_UID, CONTAINER_UID)
+            volumes[str(host_dir)] = {"bind": "/run/gym_nemo", "mode": "rw"}
+            server += ["--socket", "/run/gym_nemo/fs.sock", "--idle-exit", str(self.idle_exit_s if pooled else 0)]
+        container = self.docker.containers.create(
             self.image,
-            command=command,
+            command=server,
             name=name,
-            detach=True,
             auto_remove=True,
+            stdin_open=self.transport == "attach",
             ulimits=[Ulimit(name="cpu", soft=86_400, hard=86_400), Ulimit(name="core", soft=0, hard=0)],
-            volumes={
-                str(FORKSERVER): {"bind": "/opt/gym_nemo/forkserver.py", "mode": "ro"},
-                str(host_dir): {"bind": "/run/gym_nemo", "mode": "rw"},
-            },
+            volumes=volumes,
             labels={LABEL: self.key, "org.gym_nemo.image": self.image_id},
             **self._settings(),
         )
-        return _Container(name, host_dir / "fs.sock")
+        client = None
+        if self.transport == "attach":  # attach before start, so the server's ready frame is not missed
+            raw = container.attach_socket(params={"stdin": 1, "stdout": 1, "stream": 1})._sock
+            client = ForkServerClient(_AttachedStream(raw))
+        container.start()
+        if client is not None:
+            client.sock.settimeout(60)
+            ready = forkserver.read_frame_blocking(client.sock)
+            if not ready or not ready.get("ready"):
+                self._remove(name)
+                raise RuntimeError(f"the fork server in {name} did not start")
+        return _Container(name, host_dir / "fs.sock", client)
 
     def _running(self) -> list[_Container]:
         found = self.docker.containers.list(filters={"label": f"{LABEL}={self.key}", "status": "running"})
-        return [_Container(c.name, self.pool_dir / c.name / "fs.sock") for c in found
-                if (self.pool_dir / c.name / "fs.sock").exists()]  # fmt: skip
+        return [
+            _Container(c.name, self.pool_dir / c.name / "fs.sock")
+            for c in found
+            if (self.pool_dir / c.name / "fs.sock").exists()
+        ]
 
     def _pool(self) -> list[_Container]:
         if self._pid != os.getpid():  # never share the parent's connections after a fork
             self._containers, self._pid = [], os.getpid()
         with self._pool_lock:
-            if not self._containers:
+            if len(self._containers) < self.pool_size:
                 with open(self.pool_dir / "pool.lock", "w") as lock:
                     fcntl.flock(lock, fcntl.LOCK_EX)  # one process at a time grows the shared pool
-                    pool = self._running()
+                    known = {c.name: c for c in self._containers}  # keep our open connections
+                    if self.transport == "attach":  # attached containers are this process's own
+                        pool = list(self._containers)
+                    else:
+                        pool = [known.get(c.name, c) for c in self._running()]
                     while len(pool) < self.pool_size:
                         pool.append(self._start_container())
                 self._containers = pool[: self.pool_size]
             return list(self._containers)
 
     def _replace(self, dead: _Container) -> None:
+        """Remove a failed container; the pool refills on the next pick."""
         self._remove(dead.name)
         with self._pool_lock:
             if dead in self._containers:
                 self._containers.remove(dead)
-                self._containers.append(self._start_container())
 
     def _remove(self, name: str) -> None:
         with contextlib.suppress(Exception):  # already gone (auto_remove) is fine
@@ -208,7 +284,10 @@ class DockerSandbox(ForkServerBackend):
         """Send one request (to ``route``, a session's container, or any pooled one); a container that fails
         is replaced, and requests that are safe to repeat (a run, info, opening a session) are retried once
         on another container."""
-        container = route or self._pick()
+        try:
+            container = route or self._pick()
+        except Exception as exc:  # the engine could not give us a container: infrastructure, not the code
+            return {"infra_error": f"docker sandbox: no container: {type(exc).__name__}: {exc}"}
         for attempt in (0, 1):
             try:
                 with container.lock:
@@ -219,7 +298,10 @@ class DockerSandbox(ForkServerBackend):
                 self._replace(container)
                 if attempt == 1 or route is not None or req.get("op") not in ("run", "info", "session_open"):
                     return {"infra_error": f"docker sandbox container {container.name} failed: {exc}"}
-                container = self._pick()
+                try:
+                    container = self._pick()
+                except Exception as pick_exc:
+                    return {"infra_error": f"docker sandbox: no container: {type(pick_exc).__name__}: {pick_exc}"}
         raise AssertionError("unreachable")
 
     def _session_route(self) -> _Container:
@@ -242,8 +324,9 @@ class DockerSandbox(ForkServerBackend):
     def enforced(self) -> dict[str, bool]:
         inside = dict(self.info()["enforced"])
         # What the container adds around the fork server's own per-call limits.
-        inside.update(no_network=True, filesystem_isolation=True, unprivileged_uid=True, processes=True,
-                      pid_namespace=True)  # fmt: skip
+        inside.update(
+            no_network=True, filesystem_isolation=True, unprivileged_uid=True, processes=True, pid_namespace=True
+        )
         return inside
 
     def close(self) -> None:
@@ -257,5 +340,5 @@ class DockerSandbox(ForkServerBackend):
     def remove_pool(self) -> None:
         """Remove every container of this configuration now (tests, benchmarks, shutdown)."""
         self.close()
-        for c in self.docker.containers.list(all=True, filters={"label": f"{LABEL}={self.key}"}):
-            self._remove(c.name)
+        for c in self.docker.api.containers(all=True, filters={"label": f"{LABEL}={self.key}"}):
+            self._remove(c["Id"])  # by id, without inspecting: some may be removing themselves right now

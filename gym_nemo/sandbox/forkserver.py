@@ -1,6 +1,6 @@
 """The gym_nemo fork server: runs untrusted code in isolated children of a warm interpreter.
 
-Standalone on purpose (standard library only, Python >= 3.9): the local backend starts it as a daemon on
+Standalone on purpose (standard library only, Python >= 3.11): the local backend starts it as a daemon on
 a unix socket shared by every env process on the machine, and the docker backend runs the same file inside
 each container over one persistent stdio stream.
 
@@ -813,7 +813,10 @@ class Server:
         done = loop.create_future()
         open_fds = {out_r, err_r, status_r}
         truncated = False
-        pidfd = os.pidfd_open(pid)
+        try:
+            pidfd: int | None = os.pidfd_open(pid)
+        except OSError:  # no pidfds (e.g. gVisor): poll for the exit without reaping
+            pidfd = None
 
         def finish_if_done() -> None:
             if not open_fds and exited.done() and not done.done():
@@ -843,7 +846,8 @@ class Server:
         exited = loop.create_future()
 
         def on_exit() -> None:
-            loop.remove_reader(pidfd)
+            if pidfd is not None:
+                loop.remove_reader(pidfd)
             if not exited.done():
                 exited.set_result(None)
             _killpg(pid)  # stragglers of this call die with it
@@ -854,7 +858,19 @@ class Server:
         for fd in open_fds:
             os.set_blocking(fd, False)
             loop.add_reader(fd, on_read, fd)
-        loop.add_reader(pidfd, on_exit)
+        if pidfd is not None:
+            loop.add_reader(pidfd, on_exit)
+        else:
+
+            def poll_exit() -> None:
+                if exited.done():
+                    return
+                if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                    on_exit()
+                else:
+                    loop.call_later(0.002, poll_exit)
+
+            poll_exit()
         writer_task = asyncio.ensure_future(self._feed_stdin(loop, stdin_w, stdin_data))
         timed_out = False
         try:
@@ -865,11 +881,16 @@ class Server:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(done), 5)
         finally:
-            for fd in [*list(open_fds), pidfd]:
+            for fd in open_fds:
                 loop.remove_reader(fd)
+            if pidfd is not None:
+                loop.remove_reader(pidfd)
+                os.close(pidfd)
             writer_task.cancel()
+            if not exited.done():
+                exited.set_result(None)  # stops the exit poll
             status = self.spawner.wait(pid)
-            for fd in (out_r, err_r, status_r, pidfd):
+            for fd in (out_r, err_r, status_r):
                 os.close(fd)
         duration = time.monotonic() - start
         rc = os.waitstatus_to_exitcode(status)
