@@ -45,6 +45,9 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
         return 2
     if args.policy == "hf":
         return _rollout_hf(args, env_kwargs)
+    if args.resume:
+        print("--resume works with --policy hf (token-level rollout files)", file=sys.stderr)
+        return 2
     if args.policy != "reference":
         print(f"unknown policy {args.policy!r}; available: reference, hf", file=sys.stderr)
         return 2
@@ -97,7 +100,7 @@ def _rollout_hf(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> int:
     sampling = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if out.exists() and not args.append:
+    if out.exists() and not (args.append or args.resume):
         out.unlink()
     wrappers = [partial(TokenEnv, tokenizer=policy.tokenizer)]
     envs = gym_nemo.make_vec(args.env_id, args.num_envs, args.vectorization, wrappers=wrappers, **env_kwargs)
@@ -111,6 +114,7 @@ def _rollout_hf(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> int:
             sampling=sampling,
             seed=args.seed,
             out=out,
+            resume=args.resume,
             progress=not args.quiet,
         )
     finally:
@@ -154,6 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env-kwargs", default="{}", help="JSON kwargs for the env, e.g. '{\"timeout_s\": 5}'")
     p.add_argument("--out", default="runs/rollouts.jsonl")
     p.add_argument("--append", action="store_true", help="append to --out instead of replacing it")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="--policy hf: continue the run in --out (same arguments): play only the episodes it lacks",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_rollout)
     return parser

@@ -213,3 +213,61 @@ def test_cli_rollout_with_the_hf_policy(tiny_model_dir, tmp_path, capsys) -> Non
         assert sum(row["completion_mask"]) <= 8 * row["num_turns"]
     assert main(["rollout", ENV, "--policy", "hf", "--out", str(out)]) == 2  # no --model
     assert main([*argv, "--group-size", "3"]) == 2  # 2 envs and 4 episodes in groups of 3
+
+
+def _rows(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_resume_cuts_a_torn_line_and_completes_the_groups(policy: HFPolicy, tmp_path) -> None:
+    out = tmp_path / "resume.jsonl"
+    envs = make_envs(policy.tokenizer, 4)
+    try:
+        run = functools.partial(collect_token_rollouts, envs, ScriptedToolPolicy(policy.tokenizer), env_id=ENV)
+        run(4, group_size=2, out=out, progress=False)
+        first = out.read_text(encoding="utf-8").splitlines(keepends=True)
+        # a killed run: three whole lines (groups 0, 0 and one of 1, in some order) and half of the fourth
+        out.write_text("".join(first[:3]) + first[3][: len(first[3]) // 2], encoding="utf-8")
+        kept = [json.loads(line) for line in first[:3]]
+        new, metrics = run(8, group_size=2, out=out, resume=True, progress=False)
+        assert metrics.episodes == len(new) == 5  # 1 missing from the torn group + groups 2 and 3
+        rows = _rows(out)
+        assert rows[:3] == kept and len(rows) == 8
+        assert Counter(r["group"] for r in rows) == {0: 2, 1: 2, 2: 2, 3: 2}
+        for group in range(4):
+            assert len({r["task_id"] for r in rows if r["group"] == group}) == 1  # resumed members play its task
+        again, _ = run(8, group_size=2, out=out, resume=True, progress=False)
+        assert again == [] and len(_rows(out)) == 8  # nothing left to play
+    finally:
+        envs.close()
+
+
+def test_kill_9_then_resume_loses_and_duplicates_nothing(tiny_model_dir, tmp_path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "killed.jsonl"
+    args = [sys.executable, "-m", "gym_nemo.cli", "rollout", ENV, "--policy", "hf", "--model", str(tiny_model_dir)]
+    args += ["--num-envs", "2", "--num-episodes", "16", "--group-size", "2", "--max-tokens", "16", "--quiet"]
+    args += ["--vectorization", "sync", "--out", str(out), "--env-kwargs", '{"timeout_s": 5, "max_attempts": 2}']
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and (not out.exists() or out.read_bytes().count(b"\n") < 3):
+            assert proc.poll() is None, "the run ended before it could be killed"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    killed = out.read_bytes()
+    assert 3 <= killed.count(b"\n") < 16
+    done = subprocess.run([*args, "--resume"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = _rows(out)
+    assert len(rows) == 16 and Counter(r["group"] for r in rows) == {g: 2 for g in range(8)}
+    whole = killed[: killed.rfind(b"\n") + 1].decode("utf-8").splitlines()
+    assert [json.loads(line) for line in whole] == rows[: len(whole)]  # what was written survives unchanged
+    assert len({tuple(r["completion_ids"]) for r in rows}) == 16  # no episode written twice, no draw repeated

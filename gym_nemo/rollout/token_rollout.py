@@ -16,6 +16,7 @@ time share) come back with the records; :func:`token_rollout_metrics` computes t
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -144,6 +145,7 @@ def collect_token_rollouts(
     sampling: SamplingParams | None = None,
     seed: int = 0,
     out: str | Path | None = None,
+    resume: bool = False,
     progress: bool = True,
     on_record: Callable[[EpisodeRecord], None] | None = None,
 ) -> tuple[list[EpisodeRecord], TokenRolloutMetrics]:
@@ -151,38 +153,55 @@ def collect_token_rollouts(
 
     ``num_envs`` and ``num_episodes`` must be multiples of ``group_size``. Records are appended to ``out``
     (one flushed JSONL line each) in the order episodes finish. With ``sampling.seed`` set, the k-th
-    ``generate`` call gets a seed derived from it and k: the run is reproducible and no two calls repeat
-    the same random draws.
+    ``generate`` call gets a seed derived from it, k and the number of records a resumed file already
+    holds: the run is reproducible and no two calls (nor a resumed run's calls) repeat the same draws.
+
+    ``resume=True`` continues the run in ``out`` (same arguments): a torn last line (a kill mid-write) is
+    cut off, each group's episodes already in the file are kept and counted, and only the missing ones
+    are played (a group's episodes share its task through the seed, so a resumed group is still G
+    rollouts of one task). The records returned are the new ones. A kill -9 at any point loses nothing
+    already written and writes nothing twice.
     """
     n = envs.num_envs
     if group_size < 1 or n % group_size or num_episodes % group_size:
         raise ValueError(f"num_envs ({n}) and num_episodes ({num_episodes}) must be multiples of group_size")
     sampling = sampling or SamplingParams()
     groups_per_wave = n // group_size
+    total_groups = num_episodes // group_size
+    done_per_group = _resume(Path(out)) if (resume and out is not None) else {}
+    already = sum(done_per_group.values())
     records: list[EpisodeRecord] = []
     calls = 0
     policy_s = env_s = 0.0
     start = time.monotonic()
     fh = open(out, "a", encoding="utf-8") if out is not None else None  # noqa: SIM115 - closed below
     bar = tqdm(total=num_episodes, disable=not progress, unit="ep", desc=env_id)
+    bar.update(sum(min(done_per_group.get(g, 0), group_size) for g in range(total_groups)))
     try:
         for wave in range(math.ceil(num_episodes / n)):
-            wanted = min(n, num_episodes - wave * n)
             first_group = wave * groups_per_wave
+            wanted = [  # slot i plays member i % G of its group, unless the group is over or already has it
+                first_group + i // group_size < total_groups
+                and i % group_size >= done_per_group.get(first_group + i // group_size, 0)
+                for i in range(n)
+            ]
+            if not any(wanted):
+                continue
             seeds = [seed + first_group + i // group_size for i in range(n)]
             tick = time.monotonic()
             observations, _ = envs.reset(seed=seeds)
             env_s += time.monotonic() - tick
             now = time.monotonic()
             episodes = [
-                _TokenEpisode(first_group + i // group_size, now, [int(t) for t in observations[i]], active=i < wanted)
+                _TokenEpisode(first_group + i // group_size, now, [int(t) for t in observations[i]], active=wanted[i])
                 for i in range(n)
             ]
             while any(e.active for e in episodes):
                 active = [i for i, e in enumerate(episodes) if e.active]
                 call_sampling = sampling
-                if sampling.seed is not None:  # reproducible, yet each call draws fresh samples
-                    call_sampling = dataclasses.replace(sampling, seed=sampling.seed * 1_000_003 + calls)
+                if sampling.seed is not None:  # reproducible, yet no call (nor a resumed run's) repeats draws
+                    mixed = np.random.SeedSequence([sampling.seed, already, calls]).generate_state(1)[0]
+                    call_sampling = dataclasses.replace(sampling, seed=int(mixed))
                 calls += 1
                 tick = time.monotonic()
                 generations = policy.generate([episodes[i].context for i in active], call_sampling)
@@ -226,6 +245,24 @@ def collect_token_rollouts(
             fh.close()
     metrics = token_rollout_metrics(records, duration_s=time.monotonic() - start, policy_s=policy_s, env_s=env_s)
     return records, metrics
+
+
+def _resume(path: Path) -> dict[int, int]:
+    """Episodes per group already in ``path``; cuts off a torn last line so appends start on a fresh one."""
+    if not path.exists():
+        return {}
+    data = path.read_bytes()
+    whole = data[: data.rfind(b"\n") + 1]  # a kill -9 can leave a line without its newline
+    if len(whole) != len(data):
+        with open(path, "r+b") as fh:
+            fh.truncate(len(whole))
+    counts: dict[int, int] = {}
+    for line in whole.decode("utf-8").splitlines():
+        row = json.loads(line)
+        if row.get("group") is None:
+            raise ValueError(f"{path} has rows without a 'group': not a token rollout file; cannot resume")
+        counts[int(row["group"])] = counts.get(int(row["group"]), 0) + 1
+    return counts
 
 
 def _record(
