@@ -115,6 +115,7 @@ def _rollout_hf(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> int:
             seed=args.seed,
             out=out,
             resume=args.resume,
+            max_context_tokens=policy.max_context_tokens,
             progress=not args.quiet,
         )
     finally:

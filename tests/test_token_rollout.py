@@ -271,3 +271,35 @@ def test_kill_9_then_resume_loses_and_duplicates_nothing(tiny_model_dir, tmp_pat
     whole = killed[: killed.rfind(b"\n") + 1].decode("utf-8").splitlines()
     assert [json.loads(line) for line in whole] == rows[: len(whole)]  # what was written survives unchanged
     assert len({tuple(r["completion_ids"]) for r in rows}) == 16  # no episode written twice, no draw repeated
+
+
+def test_episodes_that_outgrow_the_context_end_truncated(policy: HFPolicy, tools: list[dict]) -> None:
+    task = {"task_ids": ["HumanEval/0"], "max_attempts": 3}
+    env = TokenEnv(gym.make(ENV, timeout_s=5, **task), policy.tokenizer)
+    prompt, _ = env.reset(seed=0)
+    env.close()
+    limit = len(prompt) + 12 + 5  # the first turn fits; the feedback after a wrong answer does not leave room
+    envs = make_envs(policy.tokenizer, 2, **task)
+    try:
+        records, metrics = collect_token_rollouts(
+            envs,
+            policy,
+            4,
+            env_id=ENV,
+            group_size=2,
+            sampling=SamplingParams(max_tokens=12, seed=1),
+            max_context_tokens=limit,
+            progress=False,
+        )
+    finally:
+        envs.close()
+    assert len(records) == 4 and metrics.truncation_rate == 1.0
+    for r in records:
+        assert r.truncated and not r.terminated and r.num_turns == 1 and r.step_rewards == [0.0]
+        ids = r.prompt_ids + r.completion_ids
+        assert len(ids) + 12 > limit and r.messages[-1]["role"] == "user"  # the unanswered feedback
+        rendered = policy.tokenizer.apply_chat_template(
+            r.messages, tools=tools, tokenize=False, add_generation_prompt=True
+        )
+        assert policy.tokenizer.decode(ids, skip_special_tokens=False) == rendered
+        assert r.task_row["verifier_metadata"]["task_id"] == "HumanEval/0" and r.versions["env"] == ENV

@@ -54,6 +54,8 @@ class HFPolicy:
         self.tokenizer = tokenizer
         self.device = torch.device(device)
         self.max_batch_size = max_batch_size
+        #: The model's context length (prompt + generation), for rollout loops that must stop in time.
+        self.max_context_tokens: int | None = getattr(model.config, "max_position_embeddings", None)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         if pad is None:
             raise ValueError("the tokenizer has neither a pad nor an eos token")

@@ -129,6 +129,7 @@ class _TokenEpisode:
     finish_reasons: list[str] = field(default_factory=list)
     step_rewards: list[float] = field(default_factory=list)
     components: list[dict[str, float]] = field(default_factory=list)
+    last_info: dict[str, Any] = field(default_factory=dict)
 
     @property
     def context(self) -> list[int]:
@@ -146,6 +147,7 @@ def collect_token_rollouts(
     seed: int = 0,
     out: str | Path | None = None,
     resume: bool = False,
+    max_context_tokens: int | None = None,
     progress: bool = True,
     on_record: Callable[[EpisodeRecord], None] | None = None,
 ) -> tuple[list[EpisodeRecord], TokenRolloutMetrics]:
@@ -161,6 +163,10 @@ def collect_token_rollouts(
     are played (a group's episodes share its task through the seed, so a resumed group is still G
     rollouts of one task). The records returned are the new ones. A kill -9 at any point loses nothing
     already written and writes nothing twice.
+
+    ``max_context_tokens`` (e.g. the model's context length): an episode whose context plus
+    ``sampling.max_tokens`` would not fit is ended before generating, recorded with ``truncated=True`` and
+    the turns it had (its stream then ends with the generation prompt the policy never answered).
     """
     n = envs.num_envs
     if group_size < 1 or n % group_size or num_episodes % group_size:
@@ -177,6 +183,17 @@ def collect_token_rollouts(
     fh = open(out, "a", encoding="utf-8") if out is not None else None  # noqa: SIM115 - closed below
     bar = tqdm(total=num_episodes, disable=not progress, unit="ep", desc=env_id)
     bar.update(sum(min(done_per_group.get(g, 0), group_size) for g in range(total_groups)))
+
+    def finish(episode: _TokenEpisode, info: dict[str, Any], terminated: bool) -> None:
+        episode.active = False
+        record = _record(env_id, policy.name, seed, episode, info, terminated)
+        records.append(record)
+        if fh is not None:
+            record.write(fh)
+        if on_record is not None:
+            on_record(record)
+        bar.update(1)
+
     try:
         for wave in range(math.ceil(num_episodes / n)):
             first_group = wave * groups_per_wave
@@ -189,15 +206,27 @@ def collect_token_rollouts(
                 continue
             seeds = [seed + first_group + i // group_size for i in range(n)]
             tick = time.monotonic()
-            observations, _ = envs.reset(seed=seeds)
+            observations, reset_info = envs.reset(seed=seeds)
             env_s += time.monotonic() - tick
             now = time.monotonic()
             episodes = [
                 _TokenEpisode(first_group + i // group_size, now, [int(t) for t in observations[i]], active=wanted[i])
                 for i in range(n)
             ]
+            for i, episode in enumerate(episodes):
+                episode.last_info = unbatch_info(reset_info, i)
             while any(e.active for e in episodes):
+                if max_context_tokens is not None:
+                    limit = max_context_tokens - sampling.max_tokens
+                    full = [i for i, e in enumerate(episodes) if e.active and len(e.context) > limit]
+                    if full:  # the env episode stays open; the wave's reset discards it
+                        tasks, versions = envs.get_attr("task"), envs.call("versions")
+                        for i in full:
+                            info = dict(episodes[i].last_info, versions=versions[i], context_limit=True)
+                            finish(episodes[i], dict(info, task_row=dict(tasks[i].row)), terminated=False)
                 active = [i for i, e in enumerate(episodes) if e.active]
+                if not active:
+                    break
                 call_sampling = sampling
                 if sampling.seed is not None:  # reproducible, yet no call (nor a resumed run's) repeats draws
                     mixed = np.random.SeedSequence([sampling.seed, already, calls]).generate_state(1)[0]
@@ -229,16 +258,9 @@ def collect_token_rollouts(
                     episode.completion_logprobs += [0.0] * len(delta)
                     episode.step_rewards.append(float(rewards[i]))
                     episode.components.append(dict(step_info.get("reward_components", {})))
-                    if not done:
-                        continue
-                    episode.active = False
-                    record = _record(env_id, policy.name, seed, episode, step_info, bool(terminated[i]))
-                    records.append(record)
-                    if fh is not None:
-                        record.write(fh)
-                    if on_record is not None:
-                        on_record(record)
-                    bar.update(1)
+                    episode.last_info = step_info
+                    if done:
+                        finish(episode, step_info, bool(terminated[i]))
     finally:
         bar.close()
         if fh is not None:
