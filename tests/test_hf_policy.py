@@ -91,3 +91,18 @@ def test_top_k_zero_samples_the_whole_vocabulary(policy: HFPolicy) -> None:
     }
     assert first[50] <= top50 and not first[0] <= top50  # a random model is near uniform over 2k ids
     assert first[1] == {int(logits.argmax())}
+
+
+def test_checkpoint_generation_config_does_not_leak_into_sampling(tiny_model_dir) -> None:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    prompt = _prompts(HFPolicy(model, tiny_model_dir).tokenizer)[2]
+    with torch.no_grad():
+        best = int(model(input_ids=torch.tensor([prompt])).logits[0, -1].argmax())
+    # as if the checkpoint shipped its own sampling defaults, one of them banning the argmax token
+    model.generation_config.suppress_tokens = [best]
+    model.generation_config.repetition_penalty = 50.0
+    policy = HFPolicy(model, tiny_model_dir)
+    (gen,) = policy.generate([prompt], SamplingParams(max_tokens=1, temperature=0.0))
+    assert gen.token_ids == [best]

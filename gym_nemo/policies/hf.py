@@ -27,6 +27,9 @@ class HFPolicy:
         device: ``"cpu"``, ``"cuda"``, ...
         dtype: model dtype when loading from a path (fp32 by default, for exact logprobs).
         max_batch_size: prompts per ``generate`` call.
+
+    The model's ``generation_config`` is replaced by one that holds only its bos/eos/pad ids, so
+    :class:`~gym_nemo.policies.token.SamplingParams` are the only sampling settings in force.
     """
 
     def __init__(
@@ -38,7 +41,7 @@ class HFPolicy:
         dtype: torch.dtype = torch.float32,
         max_batch_size: int = 64,
     ) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
         if isinstance(model, (str, Path)):
             self.name = f"hf:{Path(model).name if Path(model).exists() else model}"
@@ -64,6 +67,13 @@ class HFPolicy:
         eos = eos if eos is not None else tokenizer.eos_token_id
         self.default_stop_ids = (
             tuple(eos) if isinstance(eos, (list, tuple)) else ((int(eos),) if eos is not None else ())
+        )
+        # SamplingParams alone decide sampling: a checkpoint's generation_config (top_k=20,
+        # repetition_penalty=1.05, ...) would otherwise fill in every setting they leave unset.
+        self.model.generation_config = GenerationConfig(
+            bos_token_id=model.generation_config.bos_token_id,
+            eos_token_id=list(self.default_stop_ids) or None,
+            pad_token_id=self.pad_token_id,
         )
 
     def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingParams) -> list[Generation]:
