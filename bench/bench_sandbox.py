@@ -107,10 +107,12 @@ def main() -> None:
     f = figures
     print(f"machine: {f['machine']}; local sandbox mode: {f['local_mode']}")
     print(
-        f"spawn /usr/bin/python3 -I -S -c per call (baseline)  {f['spawn_calls_per_s']:8.0f} calls/s  p50 {f['spawn_p50_ms']:.2f} ms"
+        f"spawn /usr/bin/python3 -I -S -c per call (baseline)  {f['spawn_calls_per_s']:8.0f} calls/s"
+        f"  p50 {f['spawn_p50_ms']:.2f} ms"
     )
     print(
-        f"local fork-server pool, isolated                     {f['local_calls_per_s']:8.0f} calls/s  p50 {f['local_p50_ms']:.2f} ms"
+        f"local fork-server pool, isolated                     {f['local_calls_per_s']:8.0f} calls/s"
+        f"  p50 {f['local_p50_ms']:.2f} ms"
         f"  x{f['local_vs_spawn_throughput']:.2f} baseline"
     )
     if "docker_skipped" in f:

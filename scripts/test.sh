@@ -15,9 +15,17 @@ if [ "${GYM_NEMO_DOCKER:-1}" = 1 ]; then
   if docker_env="$(bash sandbox/start_docker.sh)"; then
     eval "$docker_env"
     if [ -n "${GYM_NEMO_DOCKERD_PID:-}" ]; then
-      trap 'kill "$GYM_NEMO_DOCKERD_PID" 2>/dev/null || true; wait "$GYM_NEMO_DOCKERD_PID" 2>/dev/null || true' EXIT
+      stop_dockerd() {
+        kill "$GYM_NEMO_DOCKERD_PID" 2>/dev/null || return 0
+        for _ in $(seq 1 100); do kill -0 "$GYM_NEMO_DOCKERD_PID" 2>/dev/null || return 0; sleep 0.2; done
+      }
+      trap stop_dockerd EXIT
     fi
-    echo "sandbox image: $(bash sandbox/build_image.sh)" || echo "sandbox image build failed; docker tests will skip" >&2
+    if image="$(bash sandbox/build_image.sh)"; then
+      echo "sandbox image: $image"
+    else
+      echo "sandbox image build failed; docker tests will skip" >&2
+    fi
   else
     echo "no Docker engine could be started; docker sandbox tests will skip" >&2
   fi

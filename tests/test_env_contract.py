@@ -196,3 +196,15 @@ def test_registered_time_limit_is_a_hard_cap() -> None:
     env = gym.make("nemo/CodeExec-v0", max_turns=3)
     assert env.spec.max_episode_steps == 64 and env.unwrapped.max_turns == 3
     env.close()
+
+
+def test_every_observation_the_policy_gets_is_in_the_chat() -> None:
+    """What a step observes is what it added to info["messages"], so chat templates show the same thing."""
+    env = GuessEnv()
+    env.reset(seed=0)
+    for action in ("", "x" * (env.max_action_chars + 1), None, call("nope"), call("hint") + "\ud800"):
+        before = len(env.messages)
+        obs, _, term, trunc, info = env.step(action)
+        added = info["messages"][before + 1 :]  # after the assistant's own message
+        assert not (term or trunc) and added, action
+        assert obs == "\n\n".join(m["content"] for m in added), (action, obs, added)

@@ -243,6 +243,7 @@ class TextEnv(gym.Env[str, str]):
         terminated = truncated = False
         penalty = FORMAT_PENALTY if self.reward_mode == "dense" else 0.0
 
+        first_new = len(self._messages)  # what this step adds to the chat starts here
         if note is not None and not text:
             reply, components["format"] = f"[error] {note}.", -penalty
         elif len(text) > self.max_action_chars:
@@ -267,8 +268,15 @@ class TextEnv(gym.Env[str, str]):
                     malformed = False
                 if malformed:
                     components["format"] = -penalty
+        if "format" in components and len(self._messages) == first_new:
+            # The env's answer to an unprocessed message is part of the chat, so chat templates (and the
+            # token-level wrapper) show the policy exactly what the observation says.
+            self._messages.append({"role": "user", "content": reply})
         if note is not None and text:
             reply = f"[note] {note}.\n{reply}"
+            if len(self._messages) > first_new:
+                added = self._messages[first_new]
+                added["content"] = f"[note] {note}.\n{added['content']}"
 
         if not (terminated or truncated) and self._turn >= self.max_turns:
             truncated = True
