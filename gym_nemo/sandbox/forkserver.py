@@ -1205,9 +1205,11 @@ def serve_socket(args) -> None:
     listener.bind(args.socket)
     os.chmod(args.socket, 0o600)
     listener.listen(1024)
-    workers = max(1, min(args.workers or os.cpu_count() or 1, args.slots))
-    per_slots = -(-args.slots // workers)
+    workers = max(1, args.workers or os.cpu_count() or 1)
+    # Every worker runs up to ``slots`` calls at once (connections are not spread evenly over workers, so
+    # splitting the slots would let one busy worker serialise its clients); uid ranges stay disjoint.
     per_sessions = args.max_sessions // workers
+    session_base = workers * args.slots
     pids = []
     for w in range(workers):
         worker_end, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -1223,9 +1225,9 @@ def serve_socket(args) -> None:
                 _load_asyncio()
                 server = Server(
                     iso,
-                    range(w * per_slots, min((w + 1) * per_slots, args.slots)),
+                    range(w * args.slots, (w + 1) * args.slots),
                     args.idle_exit,
-                    range(args.slots + w * per_sessions, args.slots + (w + 1) * per_sessions),
+                    range(session_base + w * per_sessions, session_base + (w + 1) * per_sessions),
                     ZygoteClient(worker_end),
                 )
                 asyncio.run(_serve_worker(server, listener))
@@ -1285,7 +1287,7 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description="gym_nemo fork server")
     parser.add_argument("--socket", help="serve on this unix socket (default: stdio)")
-    parser.add_argument("--slots", type=int, default=max(2, os.cpu_count() or 2))
+    parser.add_argument("--slots", type=int, default=max(2, os.cpu_count() or 2), help="calls a worker runs at once")
     parser.add_argument("--base-uid", type=int, default=61000, help="slot k runs as uid base+k (0: no switch)")
     parser.add_argument("--no-namespaces", action="store_true")
     parser.add_argument("--runtime-dir", help="where to make the private dir for the skeleton root and scratch dirs")
