@@ -22,6 +22,7 @@ import hashlib
 import itertools
 import json
 import os
+import shutil
 import socket
 import threading
 import time
@@ -254,6 +255,7 @@ class DockerSandbox(ForkServerBackend):
                         pool = list(self._containers)
                     else:
                         pool = [known.get(c.name, c) for c in self._running()]
+                        self._sweep_dirs({c.name for c in pool})
                     while len(pool) < self.pool_size:
                         pool.append(self._start_container())
                 self._containers = pool[: self.pool_size]
@@ -269,6 +271,13 @@ class DockerSandbox(ForkServerBackend):
     def _remove(self, name: str) -> None:
         with contextlib.suppress(Exception):  # already gone (auto_remove) is fine
             self.docker.containers.get(name).remove(force=True)
+        shutil.rmtree(self.pool_dir / name, ignore_errors=True)
+
+    def _sweep_dirs(self, running: set[str]) -> None:
+        """Remove socket dirs of containers that exited on their own (idle); young ones may be starting."""
+        for path in self.pool_dir.iterdir():
+            if path.is_dir() and path.name not in running and time.time() - path.stat().st_mtime > 60:
+                shutil.rmtree(path, ignore_errors=True)
 
     def _pick(self) -> _Container:
         pool = self._pool()
