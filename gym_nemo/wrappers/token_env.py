@@ -28,8 +28,8 @@ out as their single ids. ``info["token_ids"]`` and ``info["loss_mask"]`` hold th
 (1 = a policy token, 0 = prompt/env token); ``info["action_text"]`` is what the text env received and
 ``info["generation_truncated"]`` whether the policy stopped without an end-of-turn token.
 
-Notes: the text env only sees messages it records in ``info["messages"]``; an observation it returns
-without recording a message (e.g. TextEnv's "[error] empty message") never reaches the token stream.
+Notes: only what the text env records in ``info["messages"]`` reaches the token stream; ``TextEnv``
+records every reply it observes (tool results, feedback, and its errors for empty or oversized messages).
 Decoding is byte-level, so ids that end inside a UTF-8 character decode to U+FFFD in the text the env
 sees; the concatenated stream decodes the same way because every delta starts with a special token or
 ASCII.
