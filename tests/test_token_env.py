@@ -193,6 +193,17 @@ def test_truncated_generation_gets_end_of_turn_from_env(tokenizers: dict[str, An
     assert terminated and reward == 1.0 and tok.decode(obs) == "\n"  # the template's text after <|im_end|>
 
 
+def test_env_error_replies_reach_the_token_stream(tokenizers: dict[str, Any]) -> None:
+    """An empty message gets TextEnv's error reply; the policy must see it as tokens, not only as text."""
+    tok = tokenizers["chatml"]
+    env = TokenEnv(EchoEnv(), tok)
+    env.reset(seed=0, options={"task_index": 0})
+    obs, reward, terminated, truncated, info = env.step([tok.eos_token_id])  # an empty assistant message
+    assert not (terminated or truncated) and reward == 0.0
+    assert "[error] Your message was empty" in tok.decode(obs)
+    assert info["messages"][-1]["role"] == "user" and info["messages"][-1]["content"].startswith("[error]")
+
+
 @pytest.mark.filterwarnings("ignore:.*different from the unwrapped")
 def test_spaces_and_invalid_actions(tokenizers: dict[str, Any]) -> None:
     from gymnasium.utils.env_checker import check_env
