@@ -9,6 +9,7 @@ writes a gym_nemo rollout record as a NeMo Gym rollout row and ``read_rollout_ro
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -21,6 +22,7 @@ import gymnasium as gym
 from gym_nemo.core.env import TextEnv
 from gym_nemo.core.task import input_messages, read_jsonl
 from gym_nemo.core.tool_calls import parse_tool_calls
+from gym_nemo.rollout.records import EpisodeRecord
 
 #: NeMo Gym resource-server kind -> the gym_nemo env whose verifier scores it the same way.
 SERVER_ENVS: dict[str, str] = {
@@ -179,21 +181,5 @@ def read_rollout_rows(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-_RECORD_KEYS = (
-    "env_id",
-    "task_id",
-    "task_row",
-    "messages",
-    "reward",
-    "step_rewards",
-    "reward_components",
-    "verdict",
-    "terminated",
-    "truncated",
-    "infra_error",
-    "num_turns",
-    "duration_s",
-    "policy",
-    "seed",
-    "versions",
-)
+# The keys an EpisodeRecord adds to the task row (everything else in a record is the row itself).
+_RECORD_KEYS = tuple(f.name for f in dataclasses.fields(EpisodeRecord))
