@@ -28,7 +28,7 @@ import numpy as np
 from gymnasium.vector import VectorEnv
 from tqdm.auto import tqdm
 
-from gym_nemo.policies.token import SamplingParams, TokenPolicy
+from gym_nemo.policies.token import Generation, SamplingParams, TokenPolicy
 from gym_nemo.rollout.records import EpisodeRecord
 from gym_nemo.vector import unbatch_info
 
@@ -135,6 +135,32 @@ class _TokenEpisode:
     def context(self) -> list[int]:
         return self.prompt_ids + self.completion_ids
 
+    def add_generation(self, gen: Generation) -> None:
+        """Append the policy's ids (mask 1) with their logprobs and the turn's finish reason."""
+        self.completion_ids += gen.token_ids
+        self.completion_mask += [1] * len(gen.token_ids)
+        self.completion_logprobs += [float(x) for x in gen.logprobs]
+        self.finish_reasons.append(gen.finish_reason)
+
+    def add_env_step(self, delta: Sequence[int], reward: float, info: dict[str, Any]) -> None:
+        """Append the ids the env added (mask 0, logprob 0.0) and the step's reward and components."""
+        delta = [int(t) for t in delta]
+        self.completion_ids += delta
+        self.completion_mask += [0] * len(delta)
+        self.completion_logprobs += [0.0] * len(delta)
+        self.step_rewards.append(float(reward))
+        self.components.append(dict(info.get("reward_components", {})))
+        self.last_info = info
+
+
+def call_sampling(sampling: SamplingParams, already: int, calls: int) -> SamplingParams:
+    """The sampling of the ``calls``-th ``generate`` call: with ``sampling.seed`` set, a seed mixed from it,
+    the records a resumed file already holds and ``calls``, so no call (nor a resumed run's) repeats draws."""
+    if sampling.seed is None:
+        return sampling
+    mixed = np.random.SeedSequence([sampling.seed, already, calls]).generate_state(1)[0]
+    return dataclasses.replace(sampling, seed=int(mixed))
+
 
 def collect_token_rollouts(
     envs: VectorEnv,
@@ -227,22 +253,15 @@ def collect_token_rollouts(
                 active = [i for i, e in enumerate(episodes) if e.active]
                 if not active:
                     break
-                call_sampling = sampling
-                if sampling.seed is not None:  # reproducible, yet no call (nor a resumed run's) repeats draws
-                    mixed = np.random.SeedSequence([sampling.seed, already, calls]).generate_state(1)[0]
-                    call_sampling = dataclasses.replace(sampling, seed=int(mixed))
+                this_sampling = call_sampling(sampling, already, calls)
                 calls += 1
                 tick = time.monotonic()
-                generations = policy.generate([episodes[i].context for i in active], call_sampling)
+                generations = policy.generate([episodes[i].context for i in active], this_sampling)
                 policy_s += time.monotonic() - tick
                 actions: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * n
                 for i, gen in zip(active, generations, strict=True):
                     actions[i] = np.asarray(gen.token_ids, dtype=np.int64)
-                    episode = episodes[i]
-                    episode.completion_ids += gen.token_ids
-                    episode.completion_mask += [1] * len(gen.token_ids)
-                    episode.completion_logprobs += [float(x) for x in gen.logprobs]
-                    episode.finish_reasons.append(gen.finish_reason)
+                    episodes[i].add_generation(gen)
                 tick = time.monotonic()
                 observations, rewards, terminated, truncated, batched = envs.step(tuple(actions))
                 env_s += time.monotonic() - tick
@@ -252,13 +271,7 @@ def collect_token_rollouts(
                     done = bool(terminated[i] or truncated[i])
                     delta = info["final_obs"] if done else observations[i]
                     step_info: dict[str, Any] = info["final_info"] if done else info
-                    delta = [int(t) for t in delta]
-                    episode.completion_ids += delta
-                    episode.completion_mask += [0] * len(delta)
-                    episode.completion_logprobs += [0.0] * len(delta)
-                    episode.step_rewards.append(float(rewards[i]))
-                    episode.components.append(dict(step_info.get("reward_components", {})))
-                    episode.last_info = step_info
+                    episode.add_env_step(delta, float(rewards[i]), step_info)
                     if done:
                         finish(episode, step_info, bool(terminated[i]))
     finally:

@@ -1,0 +1,390 @@
+"""``collect_token_rollouts_async``: token-level episodes that progress independently, for throughput.
+
+Where the lock-step collector (:mod:`gym_nemo.rollout.token_rollout`) waits for the slowest env of every
+step, here each episode moves on its own:
+
+- **Workers.** ``max_in_flight`` worker threads each own one env (built by ``env_fn``, e.g. a
+  :class:`~gym_nemo.wrappers.TokenEnv` over a text env) and play episodes from a shared job list: reset,
+  then ask the policy for a generation, step, and so on. Env code (sandbox calls, verifiers) mostly waits
+  on subprocesses and sockets, which releases the GIL, so a slow env only holds up its own episode.
+- **Continuous batching.** Workers put generate requests on a queue. One policy thread takes the first
+  request, waits at most ``batch_wait_s`` for more (less when every live episode is already waiting, and
+  never past ``max_batch_size``), and calls ``policy.generate`` on that batch. Whatever arrives during the
+  call goes into the next batch.
+- **Deadline.** An episode running longer than ``episode_timeout_s`` (reset to now) is ended by the main
+  thread: recorded ``truncated`` with ``infra_error`` set and the turns it completed (a step still in
+  progress is not part of it, so its stream is the template applied to its messages plus the generation
+  prompt). Python cannot interrupt a thread, so the stuck worker keeps its env until the call returns and
+  then closes it; a fresh worker with a fresh env takes its slot at once.
+- **Failures.** An exception from ``env.reset`` or ``env.step`` is recorded as that episode's
+  ``infra_error`` (truncated, never a silent 0); the worker replaces its env and goes on. An exception
+  from the policy stops the run and is raised.
+
+Records, group sampling (group ``g``'s ``group_size`` episodes reset with seed ``seed + g``, so they play
+the same task), resume and ``max_context_tokens`` behave as in ``collect_token_rollouts`` and share its
+code; records are appended in the order episodes finish. Metrics are :class:`TokenRolloutMetrics`;
+``policy_s`` is the time inside ``generate`` and ``env_s`` the env time summed over workers divided by
+the worker count, so ``env_time_share`` is the mean share of a slot's time spent in its env.
+With ``sampling.seed`` set each ``generate`` call gets a distinct derived seed, but batches depend on
+timing, so an async run is not bit-reproducible.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+from tqdm.auto import tqdm
+
+from gym_nemo.policies.token import Generation, SamplingParams, TokenPolicy
+from gym_nemo.rollout.records import EpisodeRecord
+from gym_nemo.rollout.token_rollout import (
+    TokenRolloutMetrics,
+    _record,
+    _resume,
+    _TokenEpisode,
+    call_sampling,
+    token_rollout_metrics,
+)
+
+
+class _Stopped(Exception):
+    """The run is over (finished or failed): a worker or request has nothing left to do."""
+
+
+@dataclass(eq=False)  # hashed by identity: slots live in a set
+class _Slot:
+    """One episode in flight: who owns it, when it started, and whether it has been recorded."""
+
+    group: int
+    started: float
+    episode: _TokenEpisode | None = None
+    task_row: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    worker: _Worker | None = None
+    _claimed: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def claim(self) -> bool:
+        """True for the first caller only: the worker (finished) and the deadline (expired) race for it."""
+        with self._lock:
+            if self._claimed:
+                return False
+            self._claimed = True
+            return True
+
+
+class _Worker(threading.Thread):
+    def __init__(self, run: _Run) -> None:
+        super().__init__(daemon=True, name="gym-nemo-episode")
+        self.run_ = run
+        self.retired = threading.Event()
+        self.env: gym.Env | None = None
+
+    def run(self) -> None:
+        run = self.run_
+        try:
+            while not run.stop.is_set() and not self.retired.is_set():
+                try:
+                    group = run.jobs.get_nowait()
+                except queue.Empty:
+                    return
+                if self.env is None:
+                    self.env = run.env_fn()
+                self._play(group)
+        except _Stopped:
+            pass
+        except BaseException as exc:
+            run.fail(exc)
+        finally:
+            if self.env is not None:
+                with contextlib.suppress(Exception):  # a broken env's close must not hide the run's result
+                    self.env.close()
+            run.worker_done(self)
+
+    def _timed(self, fn: Callable[[], Any]) -> Any:
+        tick = time.monotonic()
+        try:
+            return fn()
+        finally:
+            self.run_.add_env_time(time.monotonic() - tick)
+
+    def _play(self, group: int) -> None:
+        run = self.run_
+        slot = _Slot(group, time.monotonic(), worker=self)
+        run.started(slot)
+        env = self.env
+        assert env is not None
+        try:
+            obs, info = self._timed(lambda: env.reset(seed=run.seed + group))
+            unwrapped = env.unwrapped
+            task = getattr(unwrapped, "task", None)
+            slot.task_row = dict(task.row) if task is not None else {}
+            slot.versions = dict(unwrapped.versions()) if hasattr(unwrapped, "versions") else {}
+        except Exception as exc:
+            self._env_failed(slot, f"env reset failed: {type(exc).__name__}: {exc}")
+            return
+        episode = _TokenEpisode(group, slot.started, [int(t) for t in obs])
+        episode.last_info = dict(info)
+        slot.episode = episode
+        while True:
+            if self.retired.is_set():
+                return
+            if run.context_limit is not None and len(episode.context) > run.context_limit:
+                info = dict(episode.last_info, context_limit=True)
+                run.finish(slot, info, terminated=False)
+                return
+            gen = run.request(episode.context)
+            if self.retired.is_set():
+                return
+            try:
+                delta, reward, terminated, truncated, info = self._timed(lambda g=gen: env.step(g.token_ids))
+            except Exception as exc:
+                self._env_failed(slot, f"env step failed: {type(exc).__name__}: {exc}")
+                return
+            if self.retired.is_set():  # the deadline recorded the episode while the step ran
+                return
+            episode.add_generation(gen)
+            episode.add_env_step(delta, float(reward), dict(info))
+            if terminated or truncated:
+                run.finish(slot, dict(info), terminated=bool(terminated))
+                return
+
+    def _env_failed(self, slot: _Slot, error: str) -> None:
+        """Record the infra error, then drop the env (its state is unknown); the next episode builds one."""
+        self.run_.finish(slot, {"infra_error": error}, terminated=False)
+        env, self.env = self.env, None
+        if env is not None:
+            with contextlib.suppress(Exception):
+                env.close()
+
+
+class _Run:
+    """State shared by the main thread, the workers and the policy thread."""
+
+    def __init__(
+        self,
+        env_fn: Callable[[], gym.Env],
+        policy: TokenPolicy,
+        sampling: SamplingParams,
+        *,
+        env_id: str,
+        seed: int,
+        already: int,
+        context_limit: int | None,
+        max_batch_size: int,
+        batch_wait_s: float,
+    ) -> None:
+        self.env_fn, self.policy, self.sampling = env_fn, policy, sampling
+        self.env_id, self.seed, self.already = env_id, seed, already
+        self.context_limit = context_limit
+        self.max_batch_size, self.batch_wait_s = max_batch_size, batch_wait_s
+        self.jobs: queue.Queue[int] = queue.Queue()
+        self.requests: queue.Queue[tuple[list[int], Future[Generation]]] = queue.Queue()
+        self.results: queue.Queue[EpisodeRecord] = queue.Queue()
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+        self.lock = threading.Lock()
+        self.slots: set[_Slot] = set()
+        self.workers: set[_Worker] = set()
+        self.env_s = self.policy_s = 0.0
+        self.calls = 0
+
+    # ------------------------------------------------------------------ bookkeeping
+    def fail(self, exc: BaseException) -> None:
+        with self.lock:
+            if self.error is None:
+                self.error = exc
+        self.stop.set()
+
+    def add_env_time(self, seconds: float) -> None:
+        with self.lock:
+            self.env_s += seconds
+
+    def started(self, slot: _Slot) -> None:
+        with self.lock:
+            self.slots.add(slot)
+
+    def worker_done(self, worker: _Worker) -> None:
+        with self.lock:
+            self.workers.discard(worker)
+
+    def finish(self, slot: _Slot, info: dict[str, Any], *, terminated: bool) -> None:
+        """Build the record (if nobody else has) and hand it to the main thread, the only writer."""
+        if not slot.claim():
+            return
+        with self.lock:
+            self.slots.discard(slot)
+        episode = slot.episode or _TokenEpisode(slot.group, slot.started, [])
+        info = dict(info)
+        info.setdefault("task_id", episode.last_info.get("task_id", ""))
+        info.setdefault("messages", episode.last_info.get("messages", []))
+        info.setdefault("task_row", slot.task_row)
+        info.setdefault("versions", slot.versions)
+        info.setdefault("turn", len(episode.step_rewards))
+        self.results.put(_record(self.env_id, self.policy.name, self.seed, episode, info, terminated))
+
+    # ------------------------------------------------------------------ the policy side
+    def request(self, context: list[int]) -> Generation:
+        """Queue a generate request and wait for its batch to come back."""
+        future: Future[Generation] = Future()
+        self.requests.put((list(context), future))
+        while True:
+            if self.stop.is_set() and not future.done():
+                raise _Stopped
+            try:
+                return future.result(timeout=0.1)
+            except TimeoutError:
+                continue
+
+    def serve_policy(self) -> None:
+        """The policy thread: batch whatever requests are pending and call ``generate`` on them."""
+        try:
+            while not self.stop.is_set():
+                try:
+                    batch = [self.requests.get(timeout=0.05)]
+                except queue.Empty:
+                    continue
+                until = time.monotonic() + self.batch_wait_s
+                while len(batch) < self.max_batch_size:
+                    with self.lock:
+                        live = sum(1 for s in self.slots if s.worker is not None and not s.worker.retired.is_set())
+                    if len(batch) >= live:  # every live episode is waiting: no one else will ask
+                        break
+                    left = until - time.monotonic()
+                    try:
+                        batch.append(self.requests.get(timeout=left) if left > 0 else self.requests.get_nowait())
+                    except queue.Empty:
+                        break
+                sampling = call_sampling(self.sampling, self.already, self.calls)
+                self.calls += 1
+                tick = time.monotonic()
+                generations = self.policy.generate([context for context, _ in batch], sampling)
+                self.policy_s += time.monotonic() - tick
+                if len(generations) != len(batch):
+                    raise RuntimeError(f"{self.policy.name}: {len(generations)} generations for {len(batch)} prompts")
+                for (_, future), gen in zip(batch, generations, strict=True):
+                    future.set_result(gen)
+        except BaseException as exc:
+            self.fail(exc)
+
+
+def collect_token_rollouts_async(
+    env_fn: Callable[[], gym.Env],
+    policy: TokenPolicy,
+    num_episodes: int,
+    *,
+    env_id: str,
+    group_size: int = 1,
+    sampling: SamplingParams | None = None,
+    seed: int = 0,
+    out: str | Path | None = None,
+    resume: bool = False,
+    max_in_flight: int = 8,
+    max_batch_size: int = 64,
+    batch_wait_s: float = 0.005,
+    episode_timeout_s: float | None = None,
+    max_context_tokens: int | None = None,
+    progress: bool = True,
+    on_record: Callable[[EpisodeRecord], None] | None = None,
+) -> tuple[list[EpisodeRecord], TokenRolloutMetrics]:
+    """Run ``num_episodes`` token-level episodes with at most ``max_in_flight`` in flight (see the module doc).
+
+    ``env_fn`` builds one token-level env (observations and actions are id sequences, e.g.
+    ``lambda: TokenEnv(gym.make(env_id), tokenizer)``); it is called once per worker and again after an
+    env failed. Give each env its own tokenizer copy if the tokenizer is not safe to share across threads.
+    ``num_episodes`` must be a multiple of ``group_size``. ``out``, ``resume``, ``max_context_tokens`` and
+    ``on_record`` are as in :func:`~gym_nemo.rollout.token_rollout.collect_token_rollouts`.
+    ``episode_timeout_s`` is the per-episode deadline (None: none).
+    """
+    if group_size < 1 or num_episodes % group_size:
+        raise ValueError(f"num_episodes ({num_episodes}) must be a multiple of group_size ({group_size})")
+    if max_in_flight < 1 or max_batch_size < 1 or batch_wait_s < 0:
+        raise ValueError("need max_in_flight >= 1, max_batch_size >= 1, batch_wait_s >= 0")
+    sampling = sampling or SamplingParams()
+    done_per_group = _resume(Path(out)) if (resume and out is not None) else {}
+    run = _Run(
+        env_fn,
+        policy,
+        sampling,
+        env_id=env_id,
+        seed=seed,
+        already=sum(done_per_group.values()),
+        context_limit=None if max_context_tokens is None else max_context_tokens - sampling.max_tokens,
+        max_batch_size=max_batch_size,
+        batch_wait_s=batch_wait_s,
+    )
+    total = 0
+    for group in range(num_episodes // group_size):
+        for _ in range(done_per_group.get(group, 0), group_size):
+            run.jobs.put(group)
+            total += 1
+    records: list[EpisodeRecord] = []
+    start = time.monotonic()
+    fh = open(out, "a", encoding="utf-8") if out is not None else None  # noqa: SIM115 - closed below
+    bar = tqdm(total=num_episodes, initial=num_episodes - total, disable=not progress, unit="ep", desc=env_id)
+    policy_thread = threading.Thread(target=run.serve_policy, daemon=True, name="gym-nemo-policy")
+    policy_thread.start()
+
+    def spawn() -> None:
+        worker = _Worker(run)
+        with run.lock:
+            run.workers.add(worker)
+        worker.start()
+
+    try:
+        for _ in range(min(max_in_flight, total)):
+            spawn()
+        while len(records) < total:
+            if run.error is not None:
+                raise run.error
+            try:
+                record = run.results.get(timeout=0.02)
+            except queue.Empty:
+                record = None
+            if record is not None:
+                records.append(record)
+                if fh is not None:
+                    record.write(fh)
+                if on_record is not None:
+                    on_record(record)
+                bar.update(1)
+            now = time.monotonic()
+            if episode_timeout_s is not None:
+                with run.lock:
+                    expired = [s for s in run.slots if now - s.started > episode_timeout_s]
+                for slot in expired:
+                    if slot.worker is not None:
+                        slot.worker.retired.set()  # it records nothing more; a fresh worker takes the slot
+                    run.finish(
+                        slot, {"infra_error": f"episode deadline of {episode_timeout_s:g} s exceeded"}, terminated=False
+                    )
+            with run.lock:  # refill the slots of retired workers while jobs remain
+                live = sum(1 for w in run.workers if not w.retired.is_set())
+            for _ in range(min(max_in_flight - live, run.jobs.qsize())):
+                spawn()
+        if run.error is not None:
+            raise run.error
+    finally:
+        run.stop.set()
+        bar.close()
+        if fh is not None:
+            fh.close()
+        policy_thread.join(timeout=5)
+        with run.lock:
+            workers = [w for w in run.workers if not w.retired.is_set()]
+        for worker in workers:  # retired ones may be stuck in an env call: they are daemons
+            worker.join(timeout=5)
+    duration = time.monotonic() - start
+    metrics = token_rollout_metrics(
+        records, duration_s=duration, policy_s=run.policy_s, env_s=run.env_s / max(1, min(max_in_flight, total))
+    )
+    return records, metrics
