@@ -48,16 +48,27 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
     if args.resume:
         print("--resume works with --policy hf (token-level rollout files)", file=sys.stderr)
         return 2
-    if args.policy != "reference":
-        print(f"unknown policy {args.policy!r}; available: reference, hf", file=sys.stderr)
+    policy: Any
+    if args.policy == "openai":
+        from gym_nemo.policies.openai import OpenAIPolicy
+
+        if not args.model:
+            print("--policy openai needs --model (the served model name) and usually --base-url", file=sys.stderr)
+            return 2
+        policy = OpenAIPolicy(
+            args.model, args.base_url, max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed
+        )
+    elif args.policy != "reference":
+        print(f"unknown policy {args.policy!r}; available: reference, hf, openai", file=sys.stderr)
         return 2
-    tasks = _task_pool(args.env_id, env_kwargs)
-    if env_kwargs.get("task_ids") is None and any(t.reference is None for t in tasks):
-        # The reference policy can only play tasks that have a reference answer.
-        env_kwargs["task_ids"] = [t.task_id for t in tasks if t.reference is not None]
-        print(f"playing the {len(env_kwargs['task_ids'])} of {len(tasks)} tasks that have a reference answer")
+    else:
         tasks = _task_pool(args.env_id, env_kwargs)
-    policy = ReferencePolicy(tasks, corrupt_rate=args.corrupt_rate, seed=args.seed)
+        if env_kwargs.get("task_ids") is None and any(t.reference is None for t in tasks):
+            # The reference policy can only play tasks that have a reference answer.
+            env_kwargs["task_ids"] = [t.task_id for t in tasks if t.reference is not None]
+            print(f"playing the {len(env_kwargs['task_ids'])} of {len(tasks)} tasks that have a reference answer")
+            tasks = _task_pool(args.env_id, env_kwargs)
+        policy = ReferencePolicy(tasks, corrupt_rate=args.corrupt_rate, seed=args.seed)
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -76,7 +87,8 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
         )
     finally:
         envs.close()
-    print(f"{args.env_id} · policy={policy.name} (corrupt_rate={args.corrupt_rate}) · {args.num_envs} envs")
+    extra = f" (corrupt_rate={args.corrupt_rate})" if args.policy == "reference" else ""
+    print(f"{args.env_id} · policy={policy.name}{extra} · {args.num_envs} envs")
     print(summary.format())
     print(f"wrote {summary.episodes} episodes to {out}")
     return 0
@@ -141,13 +153,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--policy",
         default="reference",
         help="'reference' (embedded default: replays reference solutions; needs no model) or 'hf' "
-        "(a transformers model, --model; token-level records; needs the [hf] extra)",
+        "(a transformers model, --model; token-level records; needs the [hf] extra) or 'openai' (an "
+        "OpenAI-compatible chat endpoint, --model NAME --base-url URL; text-level records)",
     )
-    p.add_argument("--model", default=None, help="--policy hf: model directory or hub id")
+    p.add_argument("--model", default=None, help="--policy hf: model directory or hub id; openai: model name")
+    p.add_argument("--base-url", default=None, help="--policy openai: e.g. http://127.0.0.1:8000/v1")
     p.add_argument("--device", default="cpu", help="--policy hf: torch device")
     p.add_argument("--group-size", type=int, default=1, help="--policy hf: rollouts per task (GRPO groups)")
-    p.add_argument("--max-tokens", type=int, default=256, help="--policy hf: tokens per assistant turn")
-    p.add_argument("--temperature", type=float, default=1.0, help="--policy hf: sampling temperature")
+    p.add_argument("--max-tokens", type=int, default=256, help="--policy hf/openai: tokens per assistant turn")
+    p.add_argument("--temperature", type=float, default=1.0, help="--policy hf/openai: sampling temperature")
     p.add_argument(
         "--corrupt-rate",
         type=float,

@@ -6,7 +6,7 @@ from gym_nemo.policies.base import TextPolicy
 from gym_nemo.policies.reference import ReferencePolicy
 from gym_nemo.policies.token import Generation, SamplingParams, TokenPolicy
 
-__all__ = ["Generation", "HFPolicy", "ReferencePolicy", "SamplingParams", "TextPolicy", "TokenPolicy"]
+__all__ = ["Generation", "HFPolicy", "OpenAIPolicy", "ReferencePolicy", "SamplingParams", "TextPolicy", "TokenPolicy"]
 
 
 def __getattr__(name: str) -> Any:
@@ -14,4 +14,8 @@ def __getattr__(name: str) -> Any:
         from gym_nemo.policies.hf import HFPolicy
 
         return HFPolicy
+    if name == "OpenAIPolicy":  # imports the openai client: only when asked for (the [judge] extra)
+        from gym_nemo.policies.openai import OpenAIPolicy
+
+        return OpenAIPolicy
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
