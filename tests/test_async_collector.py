@@ -182,3 +182,23 @@ def test_deadline_and_env_failures_are_recorded_as_infra_errors(policy: HFPolicy
     others = [r for r in records if r.group > 1]
     assert all(r.terminated and r.infra_error is None and r.num_turns == 1 for r in others)
     assert metrics.infra_error_rate == pytest.approx(2 / 12)
+
+
+def test_resume_completes_the_groups_of_a_torn_file(policy: HFPolicy, tmp_path) -> None:
+    out = tmp_path / "resume.jsonl"
+    answer = AnswerPolicy(policy.tokenizer)
+
+    def run(n: int, **kw):
+        make = lambda: TokenEnv(gym.make(ENV, timeout_s=5), copy.deepcopy(policy.tokenizer))  # noqa: E731
+        return collect_token_rollouts_async(make, answer, n, env_id=ENV, group_size=2, out=out, progress=False, **kw)
+
+    run(4)
+    lines = out.read_text(encoding="utf-8").splitlines(keepends=True)
+    out.write_text("".join(lines[:3]) + lines[3][: len(lines[3]) // 2], encoding="utf-8")  # a kill mid-write
+    new, metrics = run(8, resume=True)
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert metrics.episodes == len(new) == 5 and len(rows) == 8
+    assert rows[:3] == [json.loads(line) for line in lines[:3]]
+    assert Counter(r["group"] for r in rows) == {g: 2 for g in range(4)}
+    assert all(len({r["task_id"] for r in rows if r["group"] == g}) == 1 for g in range(4))
+    assert run(8, resume=True)[0] == []
