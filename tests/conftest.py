@@ -34,3 +34,21 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory):
     from gym_nemo.testing.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny_model") / "chatml", "chatml")
+
+
+@pytest.fixture(scope="session")
+def policy(tiny_model_dir):
+    """An ``HFPolicy`` over the tiny model (token-level tests)."""
+    from gym_nemo.policies import HFPolicy
+
+    return HFPolicy(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def tools() -> list[dict]:
+    """CodeExec's tool schemas, as TokenEnv passes them to chat templates."""
+    env = gym.make("nemo/CodeExec-v0", timeout_s=5)
+    try:
+        return env.unwrapped.tools
+    finally:
+        env.close()

@@ -26,20 +26,6 @@ from tests.test_token_rollout import check_alignment  # noqa: E402
 ENV = "nemo/CodeExec-v0"
 
 
-@pytest.fixture(scope="module")
-def policy(tiny_model_dir) -> HFPolicy:
-    return HFPolicy(tiny_model_dir)
-
-
-@pytest.fixture(scope="module")
-def tools() -> list[dict]:
-    env = gym.make(ENV, timeout_s=5)
-    try:
-        return env.unwrapped.tools
-    finally:
-        env.close()
-
-
 class BatchLog:
     """Wraps a token policy and logs the size of every ``generate`` batch."""
 

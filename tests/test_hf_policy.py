@@ -13,11 +13,6 @@ pytest.importorskip("transformers")
 from gym_nemo.policies import Generation, HFPolicy, SamplingParams, TokenPolicy  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def policy(tiny_model_dir) -> HFPolicy:
-    return HFPolicy(tiny_model_dir)
-
-
 def _prompts(tok) -> list[list[int]]:
     chats = [
         [{"role": "user", "content": "Write a function that adds two numbers."}],

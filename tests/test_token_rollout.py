@@ -25,20 +25,6 @@ from gym_nemo.wrappers import TokenEnv  # noqa: E402
 ENV = "nemo/CodeExec-v0"
 
 
-@pytest.fixture(scope="module")
-def policy(tiny_model_dir) -> HFPolicy:
-    return HFPolicy(tiny_model_dir)
-
-
-@pytest.fixture(scope="module")
-def tools() -> list[dict]:
-    env = gym.make(ENV, timeout_s=5)
-    try:
-        return env.unwrapped.tools
-    finally:
-        env.close()
-
-
 def make_envs(tokenizer, num_envs: int, mode: str = "sync", **env_kwargs):
     wrappers = [functools.partial(TokenEnv, tokenizer=tokenizer)]
     return gym_nemo.make_vec(ENV, num_envs, mode, wrappers=wrappers, timeout_s=5, **env_kwargs)
