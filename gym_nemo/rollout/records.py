@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import IO, Any
 
 import numpy as np
@@ -64,27 +64,13 @@ class EpisodeRecord:
     group: int | None = None
 
     def to_row(self) -> dict[str, Any]:
+        """The task row's own fields, then every record field (token fields only when set)."""
         row = dict(self.task_row)
-        row.update(
-            env_id=self.env_id,
-            task_id=self.task_id,
-            messages=self.messages,
-            reward=self.reward,
-            step_rewards=self.step_rewards,
-            reward_components=self.reward_components,
-            verdict=self.verdict,
-            terminated=self.terminated,
-            truncated=self.truncated,
-            infra_error=self.infra_error,
-            num_turns=self.num_turns,
-            duration_s=round(self.duration_s, 6),
-            policy=self.policy,
-            seed=self.seed,
-            versions=self.versions,
-        )
-        for key in TOKEN_FIELDS:
-            if getattr(self, key) is not None:
-                row[key] = getattr(self, key)
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "task_row" or (f.name in TOKEN_FIELDS and value is None):
+                continue
+            row[f.name] = round(value, 6) if f.name == "duration_s" else value
         return to_jsonable(row)
 
     def write(self, fh: IO[str]) -> None:
