@@ -23,7 +23,6 @@ import socket
 import subprocess
 import sys
 import sysconfig
-import time
 from pathlib import Path
 from typing import Any
 
@@ -189,11 +188,3 @@ class LocalSandbox(ForkServerBackend):
         if self._client is not None and self._pid == os.getpid():
             self._client.close()
         self._client = None
-
-    def shutdown_daemon(self) -> None:
-        """Stop the shared daemon now (tests and benchmarks); the next call starts a fresh one."""
-        self._request({"op": "shutdown"})
-        self.close()
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and (runtime_dir() / f"fs-{self._key()}.sock").exists():
-            time.sleep(0.02)
