@@ -57,6 +57,10 @@ ENVS: dict[str, EnvEntry] = {
         entry_point="gym_nemo.envs.reasoning_gym:ReasoningGymEnv",
         summary="any reasoning-gym generator (dataset=..., size=..., seed=..., **config); reward: its own scorer",
     ),
+    "nemo/TargetChar-v0": EnvEntry(
+        entry_point="gym_nemo.envs.target_char:TargetCharEnv",
+        summary="toy: reply with one letter repeated; reward = share of that letter (learnable by a tiny model)",
+    ),
 }
 
 
