@@ -135,10 +135,15 @@ class TextEnv(gym.Env[str, str]):
     @classmethod
     def load_tasks(
         cls,
-        data: str | Path | Sequence[Mapping[str, Any]] | None = None,
+        data: str | Path | Sequence[Mapping[str, Any]] | TaskSource | None = None,
         task_ids: Sequence[str] | None = None,
     ) -> TaskSource:
-        """The task pool an env built with these arguments uses (without building the env)."""
+        """The task pool an env built with these arguments uses (without building the env).
+
+        ``data`` may also be an already-built :class:`TaskSource`, which is then shared, not rebuilt: a server
+        hosting thousands of sessions of one env builds the pool once (``gym_nemo.serve``)."""
+        if isinstance(data, TaskSource):
+            return data if task_ids is None else TaskSource([t.row for t in data], cls.row_to_task, task_ids)
         if data is None:
             rows: Sequence[Mapping[str, Any]] = cls.bundled_rows()
         elif isinstance(data, (str, Path)):
