@@ -11,6 +11,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 
 def make_vec(
     env_id: str,
+    /,
     num_envs: int,
     vectorization_mode: str = "async",
     *,
@@ -25,6 +26,9 @@ def make_vec(
     ``info["final_info"]``). With the default ``NEXT_STEP`` mode every finished episode would cost the
     policy one generation whose output is thrown away; with ``SAME_STEP`` every observation is one the
     policy should answer.
+
+    ``env_id`` is positional-only, so an env that itself takes ``env_id=`` gets it through ``env_kwargs``:
+    ``make_vec("nemo/Remote-v0", 8, url=..., env_id="nemo/Math-v0")``.
     """
     if vectorization_mode not in ("async", "sync"):
         raise ValueError(f"vectorization_mode must be 'async' or 'sync', got {vectorization_mode!r}")
