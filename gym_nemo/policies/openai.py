@@ -30,6 +30,7 @@ class ChatOutput:
     finish_reason: str | None
     token_ids: list[int] | None = None
     logprobs: list[float] | None = None
+    completion_tokens: int | None = None  # the server's ``usage.completion_tokens``, when it reports usage
 
 
 class OpenAIPolicy:
@@ -95,8 +96,12 @@ class OpenAIPolicy:
             kwargs["logprobs"] = True
         if self.return_token_ids:
             kwargs["extra_body"] = {"return_token_ids": True}
-        choice = self.client.chat.completions.create(**kwargs).choices[0]
-        return _output(choice)
+        response = self.client.chat.completions.create(**kwargs)
+        output = _output(response.choices[0])
+        usage = getattr(response, "usage", None)
+        if usage is not None and getattr(usage, "completion_tokens", None) is not None:
+            output.completion_tokens = int(usage.completion_tokens)
+        return output
 
     def act(self, observations: Sequence[str], infos: Sequence[Mapping[str, Any]]) -> list[str]:
         """One assistant message per env, from its ``info["messages"]`` and ``info["tools"]``."""
