@@ -258,13 +258,15 @@ class EnvServer:
 
     async def shutdown(self) -> None:
         self.closing = True
-        for session_id in list(self.sessions):
+        open_sessions = list(self.sessions)
+        for session_id in open_sessions:
             await self.close(session_id, "sessions_closed_at_shutdown")
         if self.verifier is not None:
             _close_quietly(self.verifier)
         if self.factory.probe is not None:
             _close_quietly(self.factory.probe)
         self.executor.shutdown(wait=True, cancel_futures=True)
+        print(f"gym-nemo serve: shut down; closed {len(open_sessions)} open session(s)", flush=True)
 
     # ------------------------------------------------------------------ NeMo Gym verification
     def verify_row(self, row: Mapping[str, Any], session: _Session | None) -> dict[str, Any]:
