@@ -52,3 +52,63 @@ def tools() -> list[dict]:
         return env.unwrapped.tools
     finally:
         env.close()
+
+
+@pytest.fixture(scope="session")
+def transformers_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real OpenAI-compatible server on 127.0.0.1: ``transformers serve`` (no preloaded model: a request's
+    ``model`` is a local model directory, loaded on first use). Yields the base URL; stopped by its PID."""
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    pytest.importorskip("fastapi", reason="transformers serve needs fastapi")
+    pytest.importorskip("uvicorn", reason="transformers serve needs uvicorn")
+    cli = Path(sys.executable).parent / "transformers"
+    if not cli.exists() and shutil.which("transformers") is None:
+        pytest.skip("the transformers CLI is not installed")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    workdir = tmp_path_factory.mktemp("transformers_serve")
+    log = open(workdir / "serve.log", "wb")  # noqa: SIM115 - closed below
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(workdir / "hf"))
+    command = [str(cli) if cli.exists() else "transformers", "serve", "--device", "cpu", "--host", "127.0.0.1"]
+    proc = subprocess.Popen(
+        [*command, "--port", str(port)],
+        cwd=workdir,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(
+                    f"transformers serve exited ({proc.returncode}): {(workdir / 'serve.log').read_text()[-2000:]}"
+                )
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("transformers serve did not answer /health within 120 s")
+            time.sleep(0.3)
+        yield f"{url}/v1"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
