@@ -45,11 +45,8 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
     except json.JSONDecodeError as exc:
         print(f"--env-kwargs is not valid JSON: {exc}", file=sys.stderr)
         return 2
-    if args.policy == "hf":
-        return _rollout_hf(args, env_kwargs)
-    if args.resume:
-        print("--resume works with --policy hf (token-level rollout files)", file=sys.stderr)
-        return 2
+    if args.policy in ("hf", "vllm"):
+        return _rollout_tokens(args, env_kwargs)
     policy: Any
     if args.policy == "openai":
         from gym_nemo.policies.openai import OpenAIPolicy
@@ -61,7 +58,7 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
             args.model, args.base_url, max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed
         )
     elif args.policy != "reference":
-        print(f"unknown policy {args.policy!r}; available: reference, hf, openai", file=sys.stderr)
+        print(f"unknown policy {args.policy!r}; available: reference, hf, vllm, openai", file=sys.stderr)
         return 2
     else:
         tasks = _task_pool(args.env_id, env_kwargs)
@@ -74,7 +71,7 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if out.exists() and not args.append:
+    if out.exists() and not (args.append or args.resume):
         out.unlink()
     envs = gym_nemo.make_vec(args.env_id, args.num_envs, args.vectorization, **env_kwargs)
     try:
@@ -85,6 +82,7 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
             env_id=args.env_id,
             seed=args.seed,
             out=out,
+            resume=args.resume,
             progress=not args.quiet,
         )
     finally:
@@ -96,45 +94,60 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
     return 0
 
 
-def _rollout_hf(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> int:
-    """Token-level rollouts: ``HFPolicy`` over ``TokenEnv``-wrapped envs, lock-step, with group sampling."""
+def _rollout_tokens(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> int:
+    """Token-level rollouts: ``HFPolicy`` or ``VLLMPolicy`` over ``TokenEnv``-wrapped envs, with group sampling;
+    lock-step waves over a vector env (``--collector lockstep``) or independent episodes (``async``)."""
+    import copy
     from functools import partial
 
-    from gym_nemo.policies import HFPolicy, SamplingParams
-    from gym_nemo.rollout import collect_token_rollouts
+    from gym_nemo.policies import HFPolicy, SamplingParams, VLLMPolicy
+    from gym_nemo.rollout import collect_token_rollouts, collect_token_rollouts_async
     from gym_nemo.wrappers import TokenEnv
 
     if not args.model:
-        print("--policy hf needs --model (a transformers model directory or hub id)", file=sys.stderr)
+        print(f"--policy {args.policy} needs --model (a transformers model directory)", file=sys.stderr)
         return 2
     if args.group_size < 1 or args.num_envs % args.group_size or args.num_episodes % args.group_size:
         print("--group-size must be >= 1 and divide --num-envs and --num-episodes", file=sys.stderr)
         return 2
-    policy = HFPolicy(args.model, device=args.device)
+    policy = HFPolicy(args.model, device=args.device) if args.policy == "hf" else VLLMPolicy(args.model)
     sampling = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.exists() and not (args.append or args.resume):
         out.unlink()
-    wrappers = [partial(TokenEnv, tokenizer=policy.tokenizer)]
-    envs = gym_nemo.make_vec(args.env_id, args.num_envs, args.vectorization, wrappers=wrappers, **env_kwargs)
+    common: dict[str, Any] = {
+        "env_id": args.env_id,
+        "group_size": args.group_size,
+        "sampling": sampling,
+        "seed": args.seed,
+        "out": out,
+        "resume": args.resume,
+        "max_context_tokens": policy.max_context_tokens,
+        "progress": not args.quiet,
+    }
     try:
-        _, summary = collect_token_rollouts(
-            envs,
-            policy,
-            args.num_episodes,
-            env_id=args.env_id,
-            group_size=args.group_size,
-            sampling=sampling,
-            seed=args.seed,
-            out=out,
-            resume=args.resume,
-            max_context_tokens=policy.max_context_tokens,
-            progress=not args.quiet,
-        )
+        if args.collector == "async":
+            _, summary = collect_token_rollouts_async(
+                lambda: TokenEnv(gym.make(args.env_id, **env_kwargs), copy.deepcopy(policy.tokenizer)),
+                policy,
+                args.num_episodes,
+                max_in_flight=args.num_envs,
+                **common,
+            )
+        else:
+            wrappers = [partial(TokenEnv, tokenizer=policy.tokenizer)]
+            envs = gym_nemo.make_vec(args.env_id, args.num_envs, args.vectorization, wrappers=wrappers, **env_kwargs)
+            try:
+                _, summary = collect_token_rollouts(envs, policy, args.num_episodes, **common)
+            finally:
+                envs.close()
     finally:
-        envs.close()
-    print(f"{args.env_id} · policy={policy.name} · {args.num_envs} envs · groups of {args.group_size}")
+        if isinstance(policy, VLLMPolicy):
+            policy.close()
+    print(
+        f"{args.env_id} · policy={policy.name} · {args.collector} · {args.num_envs} envs · groups of {args.group_size}"
+    )
     print(summary.format())
     print(f"wrote {summary.episodes} episodes to {out}")
     return 0
@@ -155,13 +168,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--policy",
         default="reference",
         help="'reference' (embedded default: replays reference solutions; needs no model) or 'hf' "
-        "(a transformers model, --model; token-level records; needs the [hf] extra) or 'openai' (an "
-        "OpenAI-compatible chat endpoint, --model NAME --base-url URL; text-level records)",
+        "(a transformers model, --model; token-level records; needs the [hf] extra) or 'vllm' (the same "
+        "on vLLM's engine, --model DIR; needs the [vllm] extra) or 'openai' (an OpenAI-compatible chat "
+        "endpoint, --model NAME --base-url URL; text-level records)",
     )
     p.add_argument("--model", default=None, help="--policy hf: model directory or hub id; openai: model name")
     p.add_argument("--base-url", default=None, help="--policy openai: e.g. http://127.0.0.1:8000/v1")
     p.add_argument("--device", default="cpu", help="--policy hf: torch device")
-    p.add_argument("--group-size", type=int, default=1, help="--policy hf: rollouts per task (GRPO groups)")
+    p.add_argument("--group-size", type=int, default=1, help="--policy hf/vllm: rollouts per task (GRPO groups)")
+    p.add_argument(
+        "--collector",
+        choices=("lockstep", "async"),
+        default="lockstep",
+        help="--policy hf/vllm: lock-step waves over a vector env, or episodes that progress independently "
+        "(--num-envs of them in flight, the policy batching whatever requests are pending)",
+    )
     p.add_argument("--max-tokens", type=int, default=256, help="--policy hf/openai: tokens per assistant turn")
     p.add_argument("--temperature", type=float, default=1.0, help="--policy hf/openai: sampling temperature")
     p.add_argument(
@@ -178,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resume",
         action="store_true",
-        help="--policy hf: continue the run in --out (same arguments): play only the episodes it lacks",
+        help="continue the run in --out (same arguments): play only the episodes it lacks",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_rollout)

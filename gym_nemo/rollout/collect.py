@@ -12,7 +12,7 @@ from gymnasium.vector import VectorEnv
 from tqdm.auto import tqdm
 
 from gym_nemo.policies.base import TextPolicy
-from gym_nemo.rollout.records import EpisodeRecord
+from gym_nemo.rollout.records import EpisodeRecord, whole_lines
 from gym_nemo.vector import unbatch_info
 
 
@@ -80,6 +80,7 @@ def collect_rollouts(
     env_id: str,
     seed: int | None = 0,
     out: str | Path | None = None,
+    resume: bool = False,
     progress: bool = True,
     on_record: Callable[[EpisodeRecord], None] | None = None,
 ) -> tuple[list[EpisodeRecord], RolloutSummary]:
@@ -88,17 +89,30 @@ def collect_rollouts(
     The vector env must use ``SAME_STEP`` autoreset (``gym_nemo.make_vec`` does). Episodes still in
     flight when the target is reached are dropped, never written half-done. Lines are appended and
     flushed one at a time, so an interrupted run leaves a valid file of whole episodes.
+
+    ``resume=True`` continues the run in ``out`` (same arguments): a torn last line is cut off, the
+    episodes already written count towards ``num_episodes`` and only the rest are played; the records
+    returned are the new ones. The resumed run resets its envs with a seed mixed from ``seed`` and the
+    number of episodes already written, so it draws a fresh task sequence instead of replaying the killed
+    run's first episodes: a kill -9 at any point loses nothing written and writes no episode twice.
     """
     n = envs.num_envs
+    already = len(whole_lines(Path(out))) if (resume and out is not None) else 0
+    target = max(0, num_episodes - already)
     records: list[EpisodeRecord] = []
     start = time.monotonic()
-    observations, batched = envs.reset(seed=seed)
+    if target == 0:
+        return records, summarize(records, 0.0)
+    reset_seed = seed
+    if already and seed is not None:
+        reset_seed = int(np.random.SeedSequence([seed, already]).generate_state(1)[0])
+    observations, batched = envs.reset(seed=reset_seed)
     infos = [unbatch_info(batched, i) for i in range(n)]
     episodes = [_Episode(time.monotonic()) for _ in range(n)]
     fh = open(out, "a", encoding="utf-8") if out is not None else None  # noqa: SIM115 - closed below
-    bar = tqdm(total=num_episodes, disable=not progress, unit="ep", desc=env_id)
+    bar = tqdm(total=num_episodes, initial=already, disable=not progress, unit="ep", desc=env_id)
     try:
-        while len(records) < num_episodes:
+        while len(records) < target:
             actions = policy.act(list(observations), infos)
             observations, rewards, terminated, truncated, batched = envs.step(actions)
             infos = [unbatch_info(batched, i) for i in range(n)]
@@ -106,7 +120,7 @@ def collect_rollouts(
                 step_info = infos[i]["final_info"] if (terminated[i] or truncated[i]) else infos[i]
                 episodes[i].step_rewards.append(float(rewards[i]))
                 episodes[i].components.append(dict(step_info.get("reward_components", {})))
-                if not (terminated[i] or truncated[i]) or len(records) >= num_episodes:
+                if not (terminated[i] or truncated[i]) or len(records) >= target:
                     continue
                 record = EpisodeRecord(
                     env_id=env_id,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
@@ -77,3 +78,16 @@ class EpisodeRecord:
         """Append as one line and flush, so an interrupted run leaves only whole lines behind."""
         fh.write(json.dumps(self.to_row(), ensure_ascii=False) + "\n")
         fh.flush()
+
+
+def whole_lines(path: Path) -> list[str]:
+    """The complete lines of a JSONL file being resumed; a torn last line (a kill -9 mid-write) is cut off
+    the file, so appends start on a fresh line and the episode it held is played again, not kept half."""
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    whole = data[: data.rfind(b"\n") + 1]
+    if len(whole) != len(data):
+        with open(path, "r+b") as fh:
+            fh.truncate(len(whole))
+    return whole.decode("utf-8").splitlines()

@@ -29,7 +29,7 @@ from gymnasium.vector import VectorEnv
 from tqdm.auto import tqdm
 
 from gym_nemo.policies.token import Generation, SamplingParams, TokenPolicy
-from gym_nemo.rollout.records import EpisodeRecord
+from gym_nemo.rollout.records import EpisodeRecord, whole_lines
 from gym_nemo.vector import unbatch_info
 
 
@@ -284,15 +284,8 @@ def collect_token_rollouts(
 
 def _resume(path: Path) -> dict[int, int]:
     """Episodes per group already in ``path``; cuts off a torn last line so appends start on a fresh one."""
-    if not path.exists():
-        return {}
-    data = path.read_bytes()
-    whole = data[: data.rfind(b"\n") + 1]  # a kill -9 can leave a line without its newline
-    if len(whole) != len(data):
-        with open(path, "r+b") as fh:
-            fh.truncate(len(whole))
     counts: dict[int, int] = {}
-    for line in whole.decode("utf-8").splitlines():
+    for line in whole_lines(path):
         row = json.loads(line)
         if row.get("group") is None:
             raise ValueError(f"{path} has rows without a 'group': not a token rollout file; cannot resume")
