@@ -11,10 +11,9 @@ import warnings
 from collections import Counter
 
 import gymnasium as gym
+import httpx
 import pytest
 from gymnasium.utils.env_checker import check_env
-
-httpx = pytest.importorskip("httpx", reason="RemoteEnv needs the serve extra")
 
 import gym_nemo
 from gym_nemo.core.errors import InfraError
@@ -78,7 +77,7 @@ def test_make_vec_and_collect_rollouts_over_http(math_server, tmp_path) -> None:
     out = tmp_path / "remote.jsonl"
     envs = gym_nemo.make_vec("nemo/Remote-v0", 3, url=math_server.url, env_id="nemo/Math-v0")
     try:
-        records, summary = collect_rollouts(envs, NoncePolicy(), 9, env_id="nemo/Remote-v0", out=out, progress=False)
+        _, summary = collect_rollouts(envs, NoncePolicy(), 9, env_id="nemo/Remote-v0", out=out, progress=False)
     finally:
         envs.close()
     lines = [json.loads(line) for line in out.read_text().splitlines()]
