@@ -5,12 +5,13 @@
 # sandbox image offline (sandbox/build_image.sh), and stops the engine it started by PID afterwards.
 # Docker tests skip, saying why, only when no engine can be had at all.
 set -euo pipefail
-GYM_NEMO_EXTRAS=test,suite,judge,docker,hf,serve,ray,vllm
+GYM_NEMO_EXTRAS=test,suite,judge,docker,hf,serve,ray,vllm,eval
 source "$(dirname "$0")/setup.sh"
 bash "$ROOT/scripts/vllm_fixup.sh" "$VENV/bin/python"
 cd "$ROOT"
 ruff check .
 ruff format --check .
+bash scripts/install_chromium.sh  # headless Chromium for the leaderboard screenshot test (root only; quick once installed)
 
 if [ "${GYM_NEMO_DOCKER:-1}" = 1 ]; then
   if docker_env="$(bash sandbox/start_docker.sh)"; then

@@ -16,7 +16,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             seed=args.seed, sampling={"max_tokens": args.max_tokens, "temperature": args.temperature}
         )
         policy = PolicyConfig(
-            args.policy, model=args.model, base_url=args.base_url, corrupt_rate=args.corrupt_rate, device=args.device
+            args.policy,
+            model=args.model,
+            base_url=args.base_url,
+            corrupt_rate=args.corrupt_rate,
+            device=args.device,
+            name=args.label,
         )
     except (SuiteError, ValueError) as exc:
         print(f"gym-nemo eval: {exc}", file=sys.stderr)
@@ -66,6 +71,7 @@ def add_eval_commands(sub: Any) -> None:
     p.add_argument("--suite", default="quick", help="a shipped suite (default, quick) or a suite YAML file")
     p.add_argument("--policy", default="reference", help="reference (no model), openai, hf or vllm")
     p.add_argument("--model", default=None, help="openai: served model name; hf/vllm: model directory or id")
+    p.add_argument("--label", default=None, help="the run's name on leaderboards (default: --model)")
     p.add_argument("--base-url", default=None, help="--policy openai: e.g. http://127.0.0.1:8000/v1")
     p.add_argument("--device", default="cpu", help="--policy hf: torch device")
     p.add_argument("--corrupt-rate", type=float, default=0.3, help="--policy reference: share of broken answers")

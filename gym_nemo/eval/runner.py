@@ -45,13 +45,14 @@ MAX_CONSECUTIVE_POLICY_FAILURES = 5
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    """Which policy plays the suite. ``model``: served name (openai), model dir/id (hf, vllm)."""
+    """Which policy plays the suite. ``model``: served name (openai), model dir/id (hf, vllm); ``name``: its label."""
 
     kind: str = "reference"
     model: str | None = None
     base_url: str | None = None
     corrupt_rate: float = 0.3
     device: str = "cpu"
+    name: str | None = None  # the leaderboard label; default: the model (or "reference")
 
     def __post_init__(self) -> None:
         if self.kind not in POLICY_KINDS:
@@ -62,6 +63,8 @@ class PolicyConfig:
     @property
     def label(self) -> str:
         """The name a leaderboard shows for this policy."""
+        if self.name:
+            return self.name
         return "reference" if self.kind == "reference" else str(self.model)
 
     def describe(self) -> dict[str, Any]:
@@ -269,7 +272,7 @@ class _TextRun:
             infra_error=error or info.get("infra_error"),
             num_turns=len(step_rewards),
             duration_s=time.monotonic() - started,
-            policy=self.policy.label if self.policy.kind == "reference" else f"openai:{self.policy.model}",
+            policy="reference" if self.policy.kind == "reference" else f"openai:{self.policy.model}",
             seed=seed,
             versions=dict(info.get("versions") or self.plan.info["versions"]),
             group=g,
