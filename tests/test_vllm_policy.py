@@ -7,7 +7,9 @@ One engine serves the whole module (start ~20 s). Skips, saying why, only when v
 from __future__ import annotations
 
 import copy
+import dataclasses
 import gc
+import json
 import os
 
 import pytest
@@ -19,10 +21,12 @@ pytest.importorskip("transformers")
 import gymnasium as gym  # noqa: E402
 
 from gym_nemo.policies import HFPolicy, SamplingParams, TokenPolicy  # noqa: E402
-from gym_nemo.rollout import collect_token_rollouts, collect_token_rollouts_async  # noqa: E402
+from gym_nemo.rollout import EpisodeRecord, collect_token_rollouts, collect_token_rollouts_async  # noqa: E402
 from gym_nemo.wrappers import TokenEnv  # noqa: E402
 from tests.test_hf_policy import _prompts, teacher_forced  # noqa: E402
 from tests.test_token_rollout import ENV, check_alignment, make_envs  # noqa: E402
+
+RECORD_FIELDS = {f.name for f in dataclasses.fields(EpisodeRecord)}
 
 
 @pytest.fixture(scope="module")
@@ -140,3 +144,25 @@ def test_async_rollouts_on_code_exec(vllm_policy, tools: list[dict]) -> None:
     assert metrics.episodes == 8 and metrics.infra_error_rate == 0.0 and metrics.policy_tokens > 0
     for record in records:
         check_alignment(record, tokenizer, tools)
+
+
+def test_cli_rollout_with_vllm_and_the_async_collector(
+    tiny_model_dir, vllm_policy, tools, tmp_path, monkeypatch
+) -> None:
+    from gym_nemo.cli import main
+
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; the engine's default would take more of a shared box
+    out = tmp_path / "cli.jsonl"
+    args = ["rollout", ENV, "--policy", "vllm", "--model", str(tiny_model_dir), "--collector", "async"]
+    args += ["--num-envs", "4", "--num-episodes", "8", "--group-size", "2", "--max-tokens", "16", "--quiet"]
+    args += ["--out", str(out), "--env-kwargs", '{"timeout_s": 5}']
+    assert main(args) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 8 and sorted(r["group"] for r in rows) == [0, 0, 1, 1, 2, 2, 3, 3]
+    for row in rows:
+        assert row["policy"] == f"vllm:{tiny_model_dir.name}" and row["infra_error"] is None
+        check_alignment(
+            EpisodeRecord(task_row={}, **{k: v for k, v in row.items() if k in RECORD_FIELDS}),
+            vllm_policy.tokenizer,
+            tools,
+        )
