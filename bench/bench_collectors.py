@@ -1,0 +1,145 @@
+"""Lock-step vs async token collectors on nemo/CodeExec-v0, each pair measured in the same run.
+
+    python bench/bench_collectors.py [--envs 1,8,64] [--episodes-per-env 4] [--max-tokens 64]
+        [--policies instant,hf,vllm]
+
+For every policy (an instant scripted policy: the envs and TokenEnv alone; the tiny random-init model on
+transformers, ``HFPolicy``; the same model on vLLM's engine, ``VLLMPolicy``, when vllm can be imported)
+and every env count n: ``collect_token_rollouts`` over ``make_vec(n, "async")`` (lock-step waves, the
+baseline) and ``collect_token_rollouts_async`` with n slots, on the same episodes (groups of 2, max 2
+attempts, ``max_tokens`` a turn). Envs are built and warmed up before the clock starts (one warm-up run
+each), so both collectors time only the episodes. Prints episodes/s, policy tokens/s, the async/lock-step
+ratio and the env's share of the wall time (lock-step: env step time / wall; async: a slot's mean share),
+then one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import functools
+import json
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import gymnasium as gym
+
+import gym_nemo
+from gym_nemo.policies import Generation, HFPolicy, SamplingParams, TokenPolicy
+from gym_nemo.rollout import collect_token_rollouts, collect_token_rollouts_async
+from gym_nemo.testing.tiny_model import build_tiny_model
+from gym_nemo.wrappers import TokenEnv
+
+ENV = "nemo/CodeExec-v0"
+ENV_KWARGS = {"timeout_s": 10, "max_attempts": 2}
+
+
+class InstantPolicy:
+    """Answers at once with a fixed (wrong) final answer: the env and the wrapper alone."""
+
+    name = "instant"
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.ids = [*tokenizer.encode("```python\ndef f():\n    return 1\n```"), tokenizer.eos_token_id]
+
+    def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingParams) -> list[Generation]:
+        return [Generation(list(self.ids), [0.0] * len(self.ids), "stop", "") for _ in prompts]
+
+
+def lockstep(policy: TokenPolicy, tokenizer: Any, n: int, episodes: int, sampling: SamplingParams) -> dict[str, float]:
+    wrappers = [functools.partial(TokenEnv, tokenizer=tokenizer)]
+    envs = gym_nemo.make_vec(ENV, n, "async", wrappers=wrappers, **ENV_KWARGS)
+    try:
+        collect_token_rollouts(envs, policy, n, env_id=ENV, group_size=min(2, n), sampling=sampling, progress=False)
+        start = time.perf_counter()
+        _, m = collect_token_rollouts(
+            envs, policy, episodes, env_id=ENV, group_size=min(2, n), sampling=sampling, progress=False
+        )
+        wall = time.perf_counter() - start
+    finally:
+        envs.close()
+    return {"episodes_per_s": episodes / wall, "tokens_per_s": m.policy_tokens / wall, "env_share": m.env_time_share}
+
+
+def asynchronous(
+    policy: TokenPolicy, tokenizer: Any, n: int, episodes: int, sampling: SamplingParams
+) -> dict[str, float]:
+    def make() -> gym.Env:
+        return TokenEnv(gym.make(ENV, **ENV_KWARGS), copy.deepcopy(tokenizer))
+
+    def run(count: int, env_fn: Callable[[], gym.Env]) -> tuple[float, Any]:
+        start = time.perf_counter()
+        _, m = collect_token_rollouts_async(
+            env_fn, policy, count, env_id=ENV, group_size=min(2, n), sampling=sampling, max_in_flight=n, progress=False
+        )
+        return time.perf_counter() - start, m
+
+    run(n, make)  # warm-up: first generate, sandbox start
+    ready = [make() for _ in range(n)]  # built before the clock, as the lock-step vector env's are
+    for env in ready:
+        env.reset(seed=0)
+    wall, m = run(episodes, lambda: ready.pop() if ready else make())
+    return {"episodes_per_s": episodes / wall, "tokens_per_s": m.policy_tokens / wall, "env_share": m.env_time_share}
+
+
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--envs", default="1,8,64")
+    parser.add_argument("--episodes-per-env", type=int, default=4)
+    parser.add_argument("--min-episodes", type=int, default=32)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--policies", default="instant,hf,vllm")
+    args = parser.parse_args()
+    sampling = SamplingParams(max_tokens=args.max_tokens, seed=0)
+    results: dict[str, Any] = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "load_before": load()}
+    print(f"machine: {results['machine']}; load average before: {results['load_before']}")
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = build_tiny_model(os.path.join(tmp, "tiny"))
+        hf = HFPolicy(model_dir)
+        policies: dict[str, Callable[[], TokenPolicy]] = {
+            "instant": lambda: InstantPolicy(hf.tokenizer),
+            "hf": lambda: hf,
+        }
+        try:
+            import vllm  # noqa: F401
+
+            from gym_nemo.policies import VLLMPolicy
+
+            policies["vllm"] = lambda: VLLMPolicy(model_dir, kv_cache_memory_bytes=1 << 30)
+        except ImportError as exc:
+            print(f"vLLM rows skipped: vllm cannot be imported ({exc})")
+        for name in args.policies.split(","):
+            if name not in policies:
+                continue
+            policy = policies[name]()
+            for n in (int(x) for x in args.envs.split(",")):
+                episodes = max(args.min_episodes, args.episodes_per_env * n) // (2 * n) * 2 * n or 2 * n
+                lock = lockstep(policy, hf.tokenizer, n, episodes, sampling)
+                free = asynchronous(policy, hf.tokenizer, n, episodes, sampling)
+                ratio = free["episodes_per_s"] / lock["episodes_per_s"]
+                results[f"{name} x{n}"] = {"episodes": episodes, "lockstep": lock, "async": free, "ratio": ratio}
+                print(
+                    f"{name:<7} {n:>2} envs, {episodes:>3} episodes: lock-step {lock['episodes_per_s']:7.2f} ep/s "
+                    f"{lock['tokens_per_s']:7.0f} tok/s env {lock['env_share']:.3f} | async "
+                    f"{free['episodes_per_s']:7.2f} ep/s {free['tokens_per_s']:7.0f} tok/s env {free['env_share']:.3f}"
+                    f" | async/lock-step x{ratio:.2f}  (load {load()})",
+                    flush=True,
+                )
+            if hasattr(policy, "close"):
+                policy.close()
+    results["load_after"] = load()
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
