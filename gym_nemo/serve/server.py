@@ -392,6 +392,10 @@ class BodyLimit:
 
 
 # ---------------------------------------------------------------------- the app
+# Replies are already plain JSON (``to_jsonable``): routes return ``JSONResponse`` so FastAPI skips its
+# per-field ``jsonable_encoder`` walk over transcripts and task rows.
+
+
 def create_app(config: ServeConfig) -> FastAPI:
     """The ASGI app serving ``config.env_id`` (run it with uvicorn; ``gym-nemo serve`` does)."""
     server = EnvServer(config)
@@ -456,7 +460,7 @@ def create_app(config: ServeConfig) -> FastAPI:
         return {"session_id": session.id, "server_id": server.server_id, "env_id": config.env_id}
 
     @app.post("/sessions/{session_id}/reset")
-    async def reset(session_id: str, request: Request) -> dict[str, Any]:
+    async def reset(session_id: str, request: Request) -> Response:
         body = await _body(request, required=False)
         seed = _field(body, "seed", int)
         options = _field(body, "options", dict)
@@ -469,10 +473,10 @@ def create_app(config: ServeConfig) -> FastAPI:
                 raise HTTPProblem(400, f"reset failed: {type(exc).__name__}: {exc}") from None
 
         server.stats.count("resets")
-        return await server.run_once(session, _request_id(body), run)
+        return JSONResponse(await server.run_once(session, _request_id(body), run))
 
     @app.post("/sessions/{session_id}/step")
-    async def step(session_id: str, request: Request) -> dict[str, Any]:
+    async def step(session_id: str, request: Request) -> Response:
         body = await _body(request)
         if "action" not in body:
             raise HTTPProblem(400, "missing field 'action' (the assistant's message)")
@@ -489,7 +493,7 @@ def create_app(config: ServeConfig) -> FastAPI:
             return reply
 
         server.stats.count("steps")
-        return await server.run_once(session, _request_id(body), run)
+        return JSONResponse(await server.run_once(session, _request_id(body), run))
 
     @app.delete("/sessions/{session_id}")
     async def delete_session(session_id: str) -> dict[str, Any]:
