@@ -139,9 +139,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0, help="the server's env-call threads (0: its default)")
     args = parser.parse_args()
 
-    print(
-        f"machine: {os.cpu_count()} cores; uptime: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}"
-    )
+    print(f"machine: {os.cpu_count()} cores; uptime: {uptime()}")
     server = start_server(ENV_ID, "--max-sessions", str(max(10_000, args.sessions)), "--workers", str(args.workers))
     try:
         result = asyncio.run(drive(server.url, args.sessions, args.rounds, args.concurrency))
