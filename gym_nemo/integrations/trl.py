@@ -1,4 +1,4 @@
-"""TRL ``GRPOTrainer`` adapters: gym_nemo episodes as a ``rollout_func``, or a ``nemo/*`` env as an ``environment_factory``.
+"""TRL ``GRPOTrainer`` adapters: gym_nemo episodes as a ``rollout_func``, or an env as an ``environment_factory``.
 
 Two ways to train on any ``nemo/*`` env with TRL (1.16, the ``[trl]`` extra):
 
