@@ -45,7 +45,13 @@ def test_issue_walkthrough(fresh_code_env) -> None:
     call = '<tool_call>{"name": "execute_python", "arguments": {"code": "print(6*7)"}}</tool_call>'
     obs, r, term, trunc, info = env.step(call)
     assert "42" in obs and r == 0.0 and not term and not trunc
-    assert info["messages"][-1] == {"role": "tool", "name": "execute_python", "content": obs}
+    assert info["messages"][-1] == {
+        "role": "tool",
+        "tool_call_id": "call_1_0",
+        "name": "execute_python",
+        "content": obs,
+    }
+    assert info["tool_calls"] == [{"id": "call_1_0", "name": "execute_python", "arguments": {"code": "print(6*7)"}}]
 
     task = env.unwrapped.task
     obs, r, term, trunc, info = env.step("Here is my solution:\n" + task.reference)

@@ -344,30 +344,41 @@ class TextEnv(gym.Env[str, str]):
         self._messages.append({"role": "user", "content": self.feedback(verdict, attempts_left)})
         return self._messages[-1]["content"], False, False
 
-    def _run_tools(self, calls: Sequence[ToolCall], errors: list[str], info: dict[str, Any]) -> tuple[str, bool]:
-        """Run the calls in order; return the observation and whether any call was malformed."""
+    def _run_tools(self, calls: Sequence[ToolCall], parse_errors: list[str], info: dict[str, Any]) -> tuple[str, bool]:
+        """Run the calls in order; return the observation and whether any call was malformed.
+
+        The n-th call parsed from the assistant message of turn t has the id ``call_{t}_{n}``: its tool
+        message (result or error) carries it as ``tool_call_id`` and ``info["tool_calls"]`` lists it, so
+        results pair with calls without relying on order. Errors of text that did not parse as a call have
+        no call to point to, and no ``tool_call_id``.
+        """
         results: list[str] = []
-        info["tool_calls"] = [{"name": c.name, "arguments": c.arguments} for c in calls]
-        for call in calls:
+        ids = [f"call_{self._turn}_{n}" for n in range(len(calls))]
+        info["tool_calls"] = [
+            {"id": call_id, "name": c.name, "arguments": c.arguments} for call_id, c in zip(ids, calls, strict=True)
+        ]
+        errors: list[tuple[str, str | None]] = [(message, None) for message in parse_errors]
+        for call_id, call in zip(ids, calls, strict=True):
             tool = self._tools.get(call.name)
             if tool is None:
                 known = ", ".join(self._tools) or "none"
-                errors.append(f"unknown tool {call.name!r} (available: {known})")
+                errors.append((f"unknown tool {call.name!r} (available: {known})", call_id))
                 continue
             try:
                 output = tool(call.arguments)
             except ToolArgumentError as exc:
-                errors.append(str(exc))
+                errors.append((str(exc), call_id))
                 continue
             except InfraError:
                 raise
             except Exception as exc:  # a bug in a tool is our failure, not the policy's
                 raise InfraError(f"tool {call.name!r} failed: {type(exc).__name__}: {exc}") from exc
             results.append(output)
-            self._messages.append({"role": "tool", "name": call.name, "content": output})
-        for message in errors:
+            self._messages.append({"role": "tool", "tool_call_id": call_id, "name": call.name, "content": output})
+        for message, call_id in errors:
             results.append(f"[error] {message}")
-            self._messages.append({"role": "tool", "name": "error", "content": f"[error] {message}"})
+            error = {"role": "tool", "name": "error", "content": f"[error] {message}"}
+            self._messages.append(error if call_id is None else {**error, "tool_call_id": call_id})
         return "\n\n".join(results), bool(errors)
 
     def _cap(self, text: str) -> str:

@@ -119,19 +119,23 @@ def transcript_to_response(messages: Sequence[Mapping[str, Any]], *, model: str 
 
     Assistant messages become ``message`` items with their text verbatim (tool-call tags included, so the last
     item's text is the final answer), each decoded tool call a ``function_call`` item, tool results
-    ``function_call_output`` items (paired with the calls in order), and env feedback ``user`` messages.
+    ``function_call_output`` items, and env feedback ``user`` messages. The n-th call of the t-th assistant
+    message gets the ``call_id`` ``call_{t}_{n}``, the id TextEnv gives its result as ``tool_call_id``;
+    tool messages without one (transcripts from elsewhere) are paired with the calls in order.
     """
     start = next((i for i, m in enumerate(messages) if m.get("role") == "assistant"), len(messages))
     output: list[dict[str, Any]] = []
     pending: list[str] = []
+    turn = 0
     for index, message in enumerate(messages[start:]):
         role, text = message.get("role"), str(message.get("content") or "")
         if role == "assistant":
+            turn += 1
             output.append(_text_item("assistant", text, index))
             parsed = parse_tool_calls(text)
             pending = []
             for n, call in enumerate(parsed.calls):
-                call_id = f"call_{index}_{n}"
+                call_id = f"call_{turn}_{n}"
                 pending.append(call_id)
                 output.append(
                     {
@@ -143,6 +147,9 @@ def transcript_to_response(messages: Sequence[Mapping[str, Any]], *, model: str 
                         "status": "completed",
                     }
                 )
+        elif role == "tool" and message.get("tool_call_id"):
+            call_id = str(message["tool_call_id"])
+            output.append({"type": "function_call_output", "call_id": call_id, "output": text})
         elif role == "tool":
             call_id = pending.pop(0) if pending and message.get("name") != "error" else f"error_{index}"
             output.append({"type": "function_call_output", "call_id": call_id, "output": text})
