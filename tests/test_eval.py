@@ -141,3 +141,26 @@ def test_bad_eval_arguments(tmp_path: Path, capsys) -> None:
     assert "needs --model" in capsys.readouterr().err
     assert main(["eval", "--policy", "gpt", "--out", str(tmp_path / "x")]) == 2
     assert "unknown policy" in capsys.readouterr().err
+
+
+def test_infra_errors_are_reported_beside_the_score_not_in_it(tmp_path: Path, capsys) -> None:
+    """Math-v0 with an LLM judge nobody serves: a wrong boxed answer asks the judge, which cannot be
+    reached, so that episode is an infra error (kept out of the score), not a 0."""
+    suite = tmp_path / "judge.yaml"
+    judge = '{base_url: "http://127.0.0.1:9/v1", model: judge, timeout_s: 2, max_retries: 0}'
+    suite.write_text(f"seed: 2\nk: 2\ntasks: 6\nenvs:\n  - {{env: nemo/Math-v0, kwargs: {{judge: {judge}}}}}\n")
+    run = tmp_path / "run"
+    assert main(["eval", "--suite", str(suite), "--corrupt-rate", "0.6", "--out", str(run), "--quiet"]) == 0
+    rows = _rows(run, "Math-v0")
+    infra = [r for r in rows if r["infra_error"]]
+    scored = [r for r in rows if not r["infra_error"]]
+    assert infra and scored and all("LLM judge" in r["infra_error"] and r["truncated"] for r in infra)
+    scores = _json(run / "results.json")["scores"]["envs"]["Math-v0"]
+    assert scores["infra_errors"] == len(infra) and scores["infra_error_rate"] == round(len(infra) / len(rows), 6)
+    per_task: dict[str, list[float]] = {}
+    for r in scored:
+        per_task.setdefault(r["task_id"], []).append(r["reward"])
+    task_means = [sum(v) / len(v) for v in per_task.values()]  # scores average tasks, each over its scored samples
+    assert scores["mean_reward"] == round(sum(task_means) / len(task_means), 6)
+    assert main(["reverify", str(run), "--quiet"]) == 0
+    assert f"{len(scored)} re-scored, {len(infra)} skipped (infra errors)" in capsys.readouterr().out

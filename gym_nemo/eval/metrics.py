@@ -10,6 +10,7 @@ stay together), seeded, so a run's intervals are reproducible to the digit.
 from __future__ import annotations
 
 import math
+import warnings
 import zlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -72,7 +73,7 @@ def extracted_answer(verdict: Mapping[str, Any] | None) -> str | None:
 
 def has_comparable_answers(rows: Sequence[Mapping[str, Any]]) -> bool:
     """True when the env's verifier reports the answer it compared, so majority voting is meaningful."""
-    verdicts = [r.get("verdict") for r in rows if r.get("verdict")]
+    verdicts = [r.get("verdict") for r in rows if r.get("verdict") and not r.get("infra_error")]
     return bool(verdicts) and all("extracted_answer" in (v.get("details") or {}) for v in verdicts)
 
 
@@ -114,6 +115,13 @@ def _task_scores(tasks: Sequence[TaskSamples], k: int, majority: bool) -> dict[s
     return values
 
 
+def _resampled_means(per_task: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """Mean of each bootstrap resample, ignoring tasks without a value (NaN: fewer than k scored samples)."""
+    with warnings.catch_warnings():  # a resample of only such tasks has no mean: NaN, skipped by the interval
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(per_task[indices], axis=1)
+
+
 def _interval(samples: np.ndarray) -> list[float]:
     lo, hi = np.nanpercentile(samples, [100 * (1 - CONFIDENCE) / 2, 100 * (1 + CONFIDENCE) / 2])
     return [float(lo), float(hi)]
@@ -151,7 +159,7 @@ def env_scores(rows: Sequence[Mapping[str, Any]], *, k: int, seed: int, name: st
             result[metric], result[f"{metric}_ci"] = None, None
             continue
         result[metric] = float(np.nanmean(per_task))
-        result[f"{metric}_ci"] = _interval(np.nanmean(per_task[indices], axis=1))
+        result[f"{metric}_ci"] = _interval(_resampled_means(per_task, indices))
     result["pass_at_k"] = {str(j): result.get(f"pass@{j}") for j in range(1, k + 1)}
     return result
 
@@ -187,7 +195,7 @@ def overall_scores(
             result[metric], result[f"{metric}_ci"] = None, None
             continue
         result[metric] = float(np.mean([np.nanmean(per_env[e][metric]) for e in envs]))
-        boot = np.mean([np.nanmean(per_env[e][metric][draws[e]], axis=1) for e in envs], axis=0)
+        boot = np.mean([_resampled_means(per_env[e][metric], draws[e]) for e in envs], axis=0)
         result[f"{metric}_ci"] = _interval(boot)
     result["pass_at_k"] = {str(j): result.get(f"pass@{j}") for j in range(1, max_k + 1)}
     return result

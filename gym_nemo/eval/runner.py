@@ -108,6 +108,7 @@ class _Planned:
     task_ids: list[str]
     skipped: list[str]
     info: dict[str, Any]
+    rows: dict[str, dict[str, Any]]  # task id -> its task row
 
 
 def _plan(suite: Suite, policy: PolicyConfig) -> list[_Planned]:
@@ -124,7 +125,8 @@ def _plan(suite: Suite, policy: PolicyConfig) -> list[_Planned]:
                 task_ids = [t for t in task_ids if t not in skipped]
             if not task_ids:
                 raise ValueError(f"{entry.name}: no task left to play (none of the selected tasks has a reference)")
-            versions = dict(env.versions(), tasks=content_hash(pool.by_id(t).row for t in task_ids))
+            rows = {t: dict(pool.by_id(t).row) for t in task_ids}
+            versions = dict(env.versions(), tasks=content_hash(rows.values()))
         finally:
             env.close()
         info = {
@@ -139,7 +141,7 @@ def _plan(suite: Suite, policy: PolicyConfig) -> list[_Planned]:
             "skipped_task_ids": skipped,
             "sandbox": sandbox_info(versions.get("sandbox")),
         }
-        planned.append(_Planned(entry, index, task_ids, skipped, info))
+        planned.append(_Planned(entry, index, task_ids, skipped, info, rows))
     return planned
 
 
@@ -213,12 +215,17 @@ class _TextRun:
                 except queue.Empty:
                     return
                 if env is None:
-                    env = self._make_env()
-                record, env_ok = self._play(env, g, sample)
+                    try:
+                        env = self._make_env()
+                    except Exception as exc:  # e.g. its sandbox could not start: an infra error, not a crash
+                        error = f"env could not be built: {type(exc).__name__}: {exc}"
+                        record, env_ok = self._record(g, sample, time.monotonic(), error=error), True
+                if env is not None:
+                    record, env_ok = self._play(env, g, sample)
                 with self.lock:
                     record.write(self.fh)
                     self.bar.update(1)
-                if not env_ok:  # its state is unknown after a failure: the next episode gets a fresh one
+                if not env_ok and env is not None:  # its state is unknown after a failure: build a fresh one
                     env.close()
                     env = None
         except BaseException as exc:
@@ -229,7 +236,8 @@ class _TextRun:
                 env.close()
 
     def _play(self, env: gym.Env, g: int, sample: int) -> tuple[EpisodeRecord, bool]:
-        entry, task_id = self.plan.entry, self.plan.task_ids[g]
+        """Play one episode; returns its record and whether the env is still usable."""
+        task_id = self.plan.task_ids[g]
         seed = episode_seed(self.suite.seed, self.plan.index, g, sample)
         started = time.monotonic()
         step_rewards: list[float] = []
@@ -256,28 +264,46 @@ class _TextRun:
                     break
         except Exception as exc:
             error, env_ok = f"env failed: {type(exc).__name__}: {exc}", False
-        unwrapped = env.unwrapped
-        task = unwrapped.tasks.by_id(task_id)
-        record = EpisodeRecord(
-            env_id=entry.env_id,
+        record = self._record(
+            g, sample, started, info=info, step_rewards=step_rewards, components=components, terminated=terminated
+        )
+        if error is not None:
+            record.infra_error, record.terminated, record.truncated = error, False, True
+        return record, env_ok
+
+    def _record(
+        self,
+        g: int,
+        sample: int,
+        started: float,
+        *,
+        info: dict[str, Any] | None = None,
+        step_rewards: list[float] | None = None,
+        components: list[dict[str, float]] | None = None,
+        terminated: bool = False,
+        error: str | None = None,
+    ) -> EpisodeRecord:
+        info, step_rewards = info or {}, step_rewards or []
+        task_id = self.plan.task_ids[g]
+        return EpisodeRecord(
+            env_id=self.plan.entry.env_id,
             task_id=task_id,
-            task_row=dict(info.get("task_row") or task.row),
+            task_row=dict(info.get("task_row") or self.plan.rows[task_id]),
             messages=list(info.get("messages", [])),
             reward=float(sum(step_rewards)),
             step_rewards=step_rewards,
-            reward_components=components,
+            reward_components=components or [],
             verdict=info.get("verdict"),
-            terminated=bool(terminated) and error is None,
-            truncated=not terminated or error is not None,
+            terminated=bool(terminated),
+            truncated=not terminated,
             infra_error=error or info.get("infra_error"),
             num_turns=len(step_rewards),
             duration_s=time.monotonic() - started,
             policy="reference" if self.policy.kind == "reference" else f"openai:{self.policy.model}",
-            seed=seed,
+            seed=episode_seed(self.suite.seed, self.plan.index, g, sample),
             versions=dict(info.get("versions") or self.plan.info["versions"]),
             group=g,
         )
-        return record, env_ok
 
     def _policy_ok(self, policy: Any) -> None:
         with self.lock:
