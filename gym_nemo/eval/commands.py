@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import Any
 
@@ -11,6 +12,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from gym_nemo.eval.runner import PolicyConfig, format_results, run_suite
     from gym_nemo.eval.suite import SuiteError, load_suite
 
+    try:
+        policy_kwargs = json.loads(args.policy_kwargs)
+    except json.JSONDecodeError as exc:
+        print(f"gym-nemo eval: --policy-kwargs is not valid JSON: {exc}", file=sys.stderr)
+        return 2
     try:
         suite = load_suite(args.suite).with_overrides(
             seed=args.seed, sampling={"max_tokens": args.max_tokens, "temperature": args.temperature}
@@ -22,6 +28,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             corrupt_rate=args.corrupt_rate,
             device=args.device,
             name=args.label,
+            policy_kwargs=policy_kwargs,
         )
     except (SuiteError, ValueError) as exc:
         print(f"gym-nemo eval: {exc}", file=sys.stderr)
@@ -74,6 +81,11 @@ def add_eval_commands(sub: Any) -> None:
     p.add_argument("--label", default=None, help="the run's name on leaderboards (default: --model)")
     p.add_argument("--base-url", default=None, help="--policy openai: e.g. http://127.0.0.1:8000/v1")
     p.add_argument("--device", default="cpu", help="--policy hf: torch device")
+    p.add_argument(
+        "--policy-kwargs",
+        default="{}",
+        help='hf/vllm: JSON constructor kwargs, e.g. \'{"enforce_eager": true, "kv_cache_memory_bytes": 268435456}\'',
+    )
     p.add_argument("--corrupt-rate", type=float, default=0.3, help="--policy reference: share of broken answers")
     p.add_argument("--seed", type=int, default=None, help="override the suite's seed")
     p.add_argument("--max-tokens", type=int, default=None, help="override the suite's max_tokens")

@@ -23,7 +23,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -53,10 +53,13 @@ class PolicyConfig:
     corrupt_rate: float = 0.3
     device: str = "cpu"
     name: str | None = None  # the leaderboard label; default: the model (or "reference")
+    policy_kwargs: dict[str, Any] = field(default_factory=dict)  # hf/vllm: extra constructor kwargs
 
     def __post_init__(self) -> None:
         if self.kind not in POLICY_KINDS:
             raise ValueError(f"unknown policy {self.kind!r}; available: {', '.join(POLICY_KINDS)}")
+        if self.policy_kwargs and self.kind not in ("hf", "vllm"):
+            raise ValueError("policy kwargs are for --policy hf and vllm")
         if self.kind != "reference" and not self.model:
             raise ValueError(f"--policy {self.kind} needs --model")
 
@@ -78,6 +81,7 @@ class PolicyConfig:
             described["endpoint"] = self.base_url
         if self.kind in ("hf", "vllm"):
             described["device"] = self.device
+            described["policy_kwargs"] = self.policy_kwargs
         return described
 
 
@@ -323,12 +327,12 @@ def _load_token_policy(policy: PolicyConfig) -> Any:
     if policy.kind == "hf":
         from gym_nemo.policies import HFPolicy
 
-        return HFPolicy(str(policy.model), device=policy.device)
+        return HFPolicy(str(policy.model), device=policy.device, **policy.policy_kwargs)
     try:
         from gym_nemo.policies.vllm import VLLMPolicy
     except ImportError as exc:
         raise RuntimeError(f"--policy vllm needs gym_nemo.policies.vllm and the [vllm] extra: {exc}") from exc
-    return VLLMPolicy(str(policy.model))
+    return VLLMPolicy(str(policy.model), **policy.policy_kwargs)
 
 
 def _run_token(
