@@ -61,6 +61,10 @@ ENVS: dict[str, EnvEntry] = {
         entry_point="gym_nemo.envs.target_char:TargetCharEnv",
         summary="toy: reply with one letter repeated; reward = share of that letter (learnable by a tiny model)",
     ),
+    "nemo/MCP-v0": EnvEntry(
+        entry_point="gym_nemo.envs.mcp:MCPEnv",
+        summary="the tools of any MCP stdio server (rows name the server) with verifiers on answer or final state",
+    ),
     "nemo/Remote-v0": EnvEntry(
         entry_point="gym_nemo.serve.remote:RemoteEnv",
         summary="an env served by `gym-nemo serve` over HTTP (url=..., env_id=...); infra failures -> truncated",
