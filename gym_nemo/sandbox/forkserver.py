@@ -22,17 +22,20 @@ from __future__ import annotations
 
 import atexit
 import builtins
+import collections
 import contextlib
 import ctypes
 import ctypes.util
 import errno
 import fcntl
 import gc
+import heapq
 import io
 import json
 import os
 import platform
 import resource
+import selectors
 import shutil
 import signal
 import socket
@@ -43,10 +46,6 @@ import tempfile
 import time
 import traceback
 import types
-
-# asyncio is imported by the processes that serve clients, never by the zygotes that fork calls: it doubles
-# the memory a fork must copy (see _load_asyncio).
-asyncio = None  # type: ignore[assignment]
 
 PROTOCOL = 1
 _HEADER = struct.Struct(">I")
@@ -88,17 +87,6 @@ def read_frame_blocking(sock_or_file) -> dict | None:
     if body is None:
         return None
     return decode_body(body)
-
-
-async def read_frame(reader: asyncio.StreamReader) -> dict | None:
-    try:
-        header = await reader.readexactly(_HEADER.size)
-        (length,) = _HEADER.unpack(header)
-        if length > MAX_FRAME:
-            raise ValueError(f"frame of {length} bytes exceeds the limit")
-        return decode_body(await reader.readexactly(length))
-    except asyncio.IncompleteReadError:
-        return None
 
 
 # ----------------------------------------------------------------------------- kernel interfaces
@@ -546,7 +534,6 @@ def _child(iso: Isolation, uid: int | None, req: dict, fds: dict, scratch: str |
     """The forked child (never returns). ``fds``: stdin/stdout/stderr pipe ends, ``status``, ``ctl``."""
     code = 120
     try:
-        gc.enable()
         atexit._clear()
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
@@ -613,15 +600,10 @@ def _session_loop(namespace: dict, workdir: str) -> int:
 
 # ----------------------------------------------------------------------------- spawning call processes
 
-_FD_NAMES = ("stdin", "stdout", "stderr", "status", "ctl")
-
 
 class Spawner:
-    """Forks call processes in this process and collects their exit statuses.
-
-    Forking costs in proportion to the forking process's memory, so the socket daemon runs this in a lean
-    "zygote" process that never imports asyncio (``ZygoteClient`` talks to it), halving the fork cost.
-    """
+    """Forks call processes in this process and collects their exit statuses (see ``EventLoop`` on why the
+    forking process stays lean)."""
 
     def __init__(self, iso: Isolation) -> None:
         self.iso = iso
@@ -701,82 +683,421 @@ class Spawner:
         self._reap()
 
 
-class ZygoteClient:
-    """The worker's side of a zygote: the same interface as ``Spawner``, one blocking round trip each."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-
-    def _call(self, msg: dict, fds: list[int] = ()) -> dict:
-        socket.send_fds(self.sock, [json.dumps(msg).encode()], list(fds))
-        reply = self.sock.recv(1 << 16)
-        if not reply:
-            raise ConnectionError("the zygote is gone")
-        return json.loads(reply)
-
-    def spawn(self, uid: int | None, req: dict, fds: dict, scratch: str | None) -> int:
-        names = [n for n in _FD_NAMES if n in fds]
-        slim = {k: v for k, v in req.items() if k != "stdin"}  # stdin goes through its pipe, not the zygote
-        msg = {"op": "spawn", "uid": uid, "req": slim, "scratch": scratch, "fds": names}
-        return self._call(msg, [fds[n] for n in names])["pid"]
-
-    def wait(self, pid: int) -> int:
-        return self._call({"op": "wait", "pid": pid})["status"]
-
-    def housekeep(self) -> None:
-        self._call({"op": "housekeep"})
-
-
-def _zygote(iso: Isolation, sock: socket.socket) -> None:
-    """Serve one worker's spawn/wait/housekeep requests until it hangs up (never returns)."""
-    prctl(PR_SET_CHILD_SUBREAPER, 1)
-    spawner = Spawner(iso)
-    # Every page the zygote or a call writes after a fork is copied: keep the collector from walking (and
-    # so touching) the warm heap in either. The zygote makes no reference cycles; calls re-enable it.
-    gc.disable()
-    gc.freeze()
-    try:
-        while True:
-            msg, fds, _, _ = socket.recv_fds(sock, 1 << 20, len(_FD_NAMES))
-            if not msg:
-                break
-            req = json.loads(msg)
-            if req["op"] == "spawn":
-                pid = spawner.spawn(req["uid"], req["req"], dict(zip(req["fds"], fds, strict=True)), req["scratch"])
-                for fd in fds:
-                    os.close(fd)
-                reply = {"pid": pid}
-            elif req["op"] == "wait":
-                reply = {"status": spawner.wait(req["pid"])}
-            else:
-                spawner.housekeep()
-                reply = {}
-            sock.sendall(json.dumps(reply).encode())
-    finally:
-        for pid in list(spawner.tracked):  # the worker is gone: so are its calls and sessions
-            _killpg(pid)
-        spawner.housekeep()
-        os._exit(0)
-
-
 # ----------------------------------------------------------------------------- the daemon side
 
 
+class EventLoop:
+    """A small callback loop over ``selectors``, for the processes that fork calls.
+
+    Every fork copies the forking process's page tables and every page either side writes afterwards, so
+    the process that forks must stay lean: importing asyncio roughly doubles what each call copies, and a
+    separate forking process costs a round trip per call. This loop is all the daemon needs."""
+
+    def __init__(self) -> None:
+        self.selector = selectors.DefaultSelector()
+        self._readers: dict[int, object] = {}
+        self._writers: dict[int, object] = {}
+        self._timers: list[list] = []  # heap of [when, seq, callback]; a cancelled timer's callback is None
+        self._seq = 0
+        self.stopping = False
+
+    def _update(self, fd: int) -> None:
+        events = (selectors.EVENT_READ if fd in self._readers else 0) | (
+            selectors.EVENT_WRITE if fd in self._writers else 0
+        )
+        registered = fd in self.selector.get_map()
+        if not events:
+            if registered:
+                self.selector.unregister(fd)
+        elif registered:
+            self.selector.modify(fd, events)
+        else:
+            self.selector.register(fd, events)
+
+    def add_reader(self, fd: int, callback) -> None:
+        self._readers[fd] = callback
+        self._update(fd)
+
+    def remove_reader(self, fd: int) -> None:
+        if self._readers.pop(fd, None) is not None:
+            self._update(fd)
+
+    def add_writer(self, fd: int, callback) -> None:
+        self._writers[fd] = callback
+        self._update(fd)
+
+    def remove_writer(self, fd: int) -> None:
+        if self._writers.pop(fd, None) is not None:
+            self._update(fd)
+
+    def call_later(self, delay: float, callback) -> list:
+        self._seq += 1
+        timer = [time.monotonic() + delay, self._seq, callback]
+        heapq.heappush(self._timers, timer)
+        return timer
+
+    @staticmethod
+    def cancel(timer: list | None) -> None:
+        if timer is not None:
+            timer[2] = None
+
+    @staticmethod
+    def _call(callback) -> None:
+        try:
+            callback()
+        except Exception:  # a bug in one call's handling must not take the daemon down
+            traceback.print_exc()
+
+    def run(self) -> None:
+        while not self.stopping:
+            timeout = 1.0
+            while self._timers and self._timers[0][2] is None:
+                heapq.heappop(self._timers)
+            if self._timers:
+                timeout = min(timeout, max(0.0, self._timers[0][0] - time.monotonic()))
+            for key, mask in self.selector.select(timeout):
+                if mask & selectors.EVENT_READ and key.fd in self._readers:
+                    self._call(self._readers[key.fd])
+                if mask & selectors.EVENT_WRITE and key.fd in self._writers:
+                    self._call(self._writers[key.fd])
+            now = time.monotonic()
+            while self._timers and (self._timers[0][0] <= now or self._timers[0][2] is None):
+                callback = heapq.heappop(self._timers)[2]
+                if callback is not None:
+                    self._call(callback)
+
+
+class Connection:
+    """One client's framed request/reply stream (a unix socket, or stdin/stdout in stdio mode)."""
+
+    def __init__(self, server: Server, rfd: int, wfd: int, owner: object = None, on_close=None) -> None:
+        self.server = server
+        self.rfd, self.wfd = rfd, wfd
+        self.owner = owner  # keeps the socket object (and so its fd) alive
+        self.on_close = on_close
+        self.inbox = bytearray()
+        self.outbox = bytearray()
+        self.closed = False
+        self.sessions: set[str] = set()
+        server.clients += 1
+        server.loop.add_reader(rfd, self._on_readable)
+
+    def _on_readable(self) -> None:
+        try:
+            data = os.read(self.rfd, 1 << 20)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.close()
+            return
+        self.inbox += data
+        while len(self.inbox) >= _HEADER.size:
+            (length,) = _HEADER.unpack_from(self.inbox)
+            if length > MAX_FRAME:
+                self.close()
+                return
+            if len(self.inbox) < _HEADER.size + length:
+                break
+            body = bytes(self.inbox[_HEADER.size : _HEADER.size + length])
+            del self.inbox[: _HEADER.size + length]
+            try:
+                req = decode_body(body)
+            except ValueError:
+                self.close()
+                return
+            self.server.dispatch(req, self)
+
+    def send(self, reply: dict) -> None:
+        if self.closed:
+            return
+        self.outbox += encode_frame(reply)
+        self._flush()
+
+    def _flush(self) -> None:
+        try:
+            sent = os.write(self.wfd, self.outbox)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self.close()
+            return
+        del self.outbox[:sent]
+        if self.outbox:
+            self.server.loop.add_writer(self.wfd, self._flush)
+        else:
+            self.server.loop.remove_writer(self.wfd)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        loop = self.server.loop
+        loop.remove_reader(self.rfd)
+        loop.remove_writer(self.wfd)
+        for sid in list(self.sessions):  # a client that goes away takes its sessions with it
+            self.server.end_session(sid)
+        if self.owner is not None:
+            self.owner.close()
+        self.server.clients -= 1
+        self.server.last_activity = time.monotonic()
+        if self.on_close is not None:
+            self.on_close()
+
+
+class _StdinFeeder:
+    """Writes a call's stdin without blocking the loop; needs ``loop``, ``stdin`` (bytes left), ``stdin_w``."""
+
+    loop: EventLoop
+    stdin: memoryview
+    stdin_w: int
+
+    def _feed_stdin(self) -> None:
+        try:
+            while self.stdin:
+                self.stdin = self.stdin[os.write(self.stdin_w, self.stdin) :]
+        except BlockingIOError:
+            self.loop.add_writer(self.stdin_w, self._feed_stdin)
+            return
+        except OSError:  # the call closed its stdin or exited: the rest is not wanted
+            pass
+        self._close_stdin()
+
+    def _close_stdin(self) -> None:
+        if self.stdin_w >= 0:
+            self.loop.remove_writer(self.stdin_w)
+            os.close(self.stdin_w)
+            self.stdin_w = -1
+
+
+class _Run(_StdinFeeder):
+    """One ``run`` call: fork, feed stdin, collect output under the cap, enforce the wall timeout, reply."""
+
+    def __init__(self, server: Server, req: dict, slot: int, done) -> None:
+        self.server, self.loop, self.done = server, server.loop, done
+        limits = _limits_for(req)
+        self.cap = int(limits["max_output_bytes"])
+        iso = server.iso
+        self.scratch = None if iso.namespaces else tempfile.mkdtemp(dir=iso.scratch_base)
+        stdin_r, self.stdin_w = os.pipe2(os.O_CLOEXEC)
+        self.out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        self.err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        self.status_r, status_w = os.pipe2(os.O_CLOEXEC)
+        self.start = time.monotonic()
+        fds = {"stdin": stdin_r, "stdout": out_w, "stderr": err_w, "status": status_w}
+        try:
+            self.pid = server.spawner.spawn(server.uid_for(slot), req, fds, self.scratch)
+        except BaseException:
+            for fd in (self.stdin_w, self.out_r, self.err_r, self.status_r):
+                os.close(fd)
+            if self.scratch:
+                shutil.rmtree(self.scratch, ignore_errors=True)
+            raise
+        finally:
+            for fd in (stdin_r, out_w, err_w, status_w):
+                os.close(fd)
+        self.bufs = {self.out_r: bytearray(), self.err_r: bytearray()}
+        self.ready = bytearray()
+        self.open_fds = {self.out_r, self.err_r, self.status_r}
+        self.truncated = self.timed_out = self.exited = self.finished = False
+        self.timers: list[list] = []
+        for fd in self.open_fds:
+            os.set_blocking(fd, False)
+            self.loop.add_reader(fd, lambda fd=fd: self._on_read(fd))
+        try:
+            self.pidfd: int | None = os.pidfd_open(self.pid)
+            self.loop.add_reader(self.pidfd, self._on_exit)
+        except OSError:  # no pidfds (e.g. gVisor): poll for the exit without reaping
+            self.pidfd = None
+            self._poll_exit()
+        self.stdin = memoryview(req.get("stdin", "").encode("utf-8", "replace"))
+        os.set_blocking(self.stdin_w, False)
+        self._feed_stdin()
+        self.timers.append(self.loop.call_later(float(limits["timeout_s"]), self._on_timeout))
+
+    def _on_read(self, fd: int) -> None:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        if not chunk:
+            self.loop.remove_reader(fd)
+            self.open_fds.discard(fd)
+            self._finish_if_done()
+            return
+        if fd == self.status_r:
+            self.ready += chunk
+            return
+        buf = self.bufs[fd]
+        room = self.cap - len(buf)
+        buf += chunk[: max(room, 0)]
+        if len(chunk) > room and not self.truncated:
+            self.truncated = True
+            _killpg(self.pid)
+
+    def _poll_exit(self) -> None:
+        if self.exited or self.finished:
+            return
+        if os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+            self._on_exit()
+        else:
+            self.timers.append(self.loop.call_later(0.002, self._poll_exit))
+
+    def _on_exit(self) -> None:
+        if self.pidfd is not None:
+            self.loop.remove_reader(self.pidfd)
+        self.exited = True
+        _killpg(self.pid)  # stragglers of this call die with it
+        if not self.server.iso.namespaces:
+            self.server.spawner.housekeep()  # children that left the group were re-parented to us
+        self._finish_if_done()
+
+    def _on_timeout(self) -> None:
+        self.timed_out = not self.truncated
+        _killpg(self.pid)
+        self.timers.append(self.loop.call_later(5, self._finish))  # a call that will not die is given up on
+
+    def _finish_if_done(self) -> None:
+        if not self.open_fds and self.exited:
+            self._finish()
+
+    def _finish(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        for timer in self.timers:
+            self.loop.cancel(timer)
+        self._close_stdin()
+        for fd in (self.out_r, self.err_r, self.status_r):
+            self.loop.remove_reader(fd)
+            os.close(fd)
+        if self.pidfd is not None:
+            self.loop.remove_reader(self.pidfd)
+            os.close(self.pidfd)
+        spawner = self.server.spawner
+        status = spawner.wait(self.pid)
+        if self.scratch:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+        if not self.server.iso.namespaces:  # with namespaces the call's pid namespace took everything along
+            spawner.housekeep()
+        duration = time.monotonic() - self.start
+        rc = os.waitstatus_to_exitcode(status)
+        stderr = bytes(self.bufs[self.err_r])
+        if not self.ready:
+            detail = stderr.split(INFRA_MARK, 1)[-1].decode("utf-8", "replace").strip()
+            if self.timed_out:
+                detail = "sandbox setup timed out"
+            result = {
+                "infra_error": f"sandbox setup failed: {detail[-2000:] or f'exit status {rc}'}",
+                "duration_s": duration,
+            }
+        else:
+            result = _outcome(bytes(self.bufs[self.out_r]), stderr, rc, self.timed_out, self.truncated, duration)
+        self.done(result)
+
+
+class _SessionRun(_StdinFeeder):
+    """One ``session_run``: hand the session process new std streams and the code, collect its output."""
+
+    def __init__(self, server: Server, sid: str, sess: dict, req: dict, done) -> None:
+        self.server, self.loop, self.sid, self.sess, self.done = server, server.loop, sid, sess, done
+        limits = {**sess["limits"], **{k: v for k, v in (req.get("limits") or {}).items() if v is not None}}
+        self.cap = int(limits["max_output_bytes"])
+        stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC)
+        self.out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        self.err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        self.sock: socket.socket = sess["sock"]
+        self.start = time.monotonic()
+        try:
+            socket.send_fds(self.sock, [json.dumps({"code": req.get("code", "")}).encode()], [stdin_r, out_w, err_w])
+        finally:
+            for fd in (stdin_r, out_w, err_w):
+                os.close(fd)
+        self.bufs = {self.out_r: bytearray(), self.err_r: bytearray()}
+        self.truncated = self.timed_out = self.finished = False
+        sess["running"] = self
+        for fd in (self.out_r, self.err_r):
+            os.set_blocking(fd, False)
+            self.loop.add_reader(fd, lambda fd=fd: self._on_read(fd))
+        self.loop.add_reader(self.sock.fileno(), self._on_reply)
+        self.stdin_w = stdin_w
+        self.stdin = memoryview(req.get("stdin", "").encode("utf-8", "replace"))
+        os.set_blocking(stdin_w, False)
+        self._feed_stdin()
+        self.timer = self.loop.call_later(float(limits["timeout_s"]), self._on_timeout)
+
+    def _keep(self, fd: int, chunk: bytes) -> None:
+        room = self.cap - len(self.bufs[fd])
+        self.bufs[fd] += chunk[: max(room, 0)]
+        self.truncated = self.truncated or len(chunk) > room
+
+    def _on_read(self, fd: int) -> None:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        if not chunk:
+            self.loop.remove_reader(fd)
+            return
+        self._keep(fd, chunk)
+        if self.truncated:
+            self.finish(None)
+
+    def _on_reply(self) -> None:
+        try:
+            data = self.sock.recv(65536)
+        except OSError:
+            data = b""
+        self.finish(data)
+
+    def _on_timeout(self) -> None:
+        self.timed_out = True
+        self.finish(None)
+
+    def finish(self, data: bytes | None) -> None:
+        """``data``: the session's reply, or None when the run timed out, flooded or the session died."""
+        if self.finished:
+            return
+        self.finished = True
+        self.sess.pop("running", None)
+        self.loop.cancel(self.timer)
+        self.loop.remove_reader(self.sock.fileno())
+        self._close_stdin()
+        for fd in (self.out_r, self.err_r):  # drain what the run wrote before it answered
+            self.loop.remove_reader(fd)
+            while True:
+                try:
+                    chunk = os.read(fd, 65536)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                self._keep(fd, chunk)
+            os.close(fd)
+        duration = time.monotonic() - self.start
+        rc = json.loads(data)["exit_code"] if data else None
+        result = _outcome(
+            bytes(self.bufs[self.out_r]), bytes(self.bufs[self.err_r]), rc, self.timed_out, self.truncated, duration
+        )
+        if rc is None:  # timed out, flooded or died: the session process must go and its state is lost
+            self.server.end_session(self.sid)
+            result["session_lost"] = True
+            if not (self.timed_out or self.truncated):
+                result["stderr"] += "\n[the session process died (killed by a limit or a crash)]"
+        self.done(result)
+
+
 class Server:
-    def __init__(
-        self,
-        iso: Isolation,
-        slots: range,
-        idle_exit_s: float,
-        session_uids: range = range(0),
-        spawner: Spawner | ZygoteClient | None = None,
-    ) -> None:
+    """The requests of one daemon process: calls bounded by slots, sessions, info, shutdown."""
+
+    def __init__(self, iso: Isolation, slots: range, idle_exit_s: float, session_uids: range = range(0)) -> None:
         self.iso = iso
-        self.spawner = spawner or Spawner(iso)
+        self.loop = EventLoop()
+        self.spawner = Spawner(iso)
         # Slots bound how many calls execute at once; each has its own uid, so RLIMIT_NPROC is per call.
-        self.slots: asyncio.Queue[int] = asyncio.Queue()
-        for i in slots:
-            self.slots.put_nowait(i)
+        self.free_slots = list(slots)
+        self.waiting: collections.deque = collections.deque()  # (start(slot), ...) for calls awaiting a slot
         # Sessions idle between runs, so they hold a uid of their own (not a slot) for their lifetime and
         # take a slot only while a run executes.
         self.session_uids = list(session_uids)
@@ -784,372 +1105,187 @@ class Server:
         self.clients = 0
         self.idle_exit_s = idle_exit_s
         self.last_activity = time.monotonic()
-        self.stopping = asyncio.Event()
 
-    # -- one call
     def uid_for(self, index: int) -> int | None:
         return self.iso.base_uid + index if self.iso.root and self.iso.base_uid > 0 else None
 
-    async def execute(self, req: dict, slot: int) -> dict:
-        loop = asyncio.get_running_loop()
-        limits = _limits_for(req)
-        timeout = float(limits["timeout_s"])
-        cap = int(limits["max_output_bytes"])
-        scratch = None if self.iso.namespaces else tempfile.mkdtemp(dir=self.iso.scratch_base)
-        stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC)
-        out_r, out_w = os.pipe2(os.O_CLOEXEC)
-        err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        status_r, status_w = os.pipe2(os.O_CLOEXEC)
-        start = time.monotonic()
-        fds = {"stdin": stdin_r, "stdout": out_w, "stderr": err_w, "status": status_w}
-        pid = self.spawner.spawn(self.uid_for(slot), req, fds, scratch)
-        for fd in (stdin_r, out_w, err_w, status_w):
-            os.close(fd)
-        try:
-            result = await self._collect(
-                loop, pid, req.get("stdin", ""), stdin_w, out_r, err_r, status_r, timeout, cap, start
-            )
-        finally:
-            if scratch:
-                shutil.rmtree(scratch, ignore_errors=True)
-            if not self.iso.namespaces:  # with namespaces the call's pid namespace took everything with it
-                self.spawner.housekeep()
-        return result
-
-    async def _collect(self, loop, pid, stdin_data, stdin_w, out_r, err_r, status_r, timeout, cap, start) -> dict:
-        bufs = {out_r: bytearray(), err_r: bytearray()}
-        ready = bytearray()
-        done = loop.create_future()
-        open_fds = {out_r, err_r, status_r}
-        truncated = False
-        try:
-            pidfd: int | None = os.pidfd_open(pid)
-        except OSError:  # no pidfds (e.g. gVisor): poll for the exit without reaping
-            pidfd = None
-
-        def finish_if_done() -> None:
-            if not open_fds and exited.done() and not done.done():
-                done.set_result(None)
-
-        def on_read(fd: int) -> None:
-            nonlocal truncated
+    # -- slots
+    def _with_slot(self, start) -> None:
+        self.waiting.append(start)
+        while self.free_slots and self.waiting:
+            slot = self.free_slots.pop()
             try:
-                chunk = os.read(fd, 65536)
-            except BlockingIOError:
-                return
-            if not chunk:
-                loop.remove_reader(fd)
-                open_fds.discard(fd)
-                finish_if_done()
-                return
-            if fd == status_r:
-                ready.extend(chunk)
-                return
-            buf = bufs[fd]
-            room = cap - len(buf)
-            buf.extend(chunk[: max(room, 0)])
-            if len(chunk) > room and not truncated:
-                truncated = True
-                _killpg(pid)
+                self.waiting.popleft()(slot)
+            except Exception:
+                self.free_slots.append(slot)
+                raise
 
-        exited = loop.create_future()
+    def _release(self, slot: int) -> None:
+        self.free_slots.append(slot)
+        while self.free_slots and self.waiting:
+            self.waiting.popleft()(self.free_slots.pop())
 
-        def on_exit() -> None:
-            if pidfd is not None:
-                loop.remove_reader(pidfd)
-            if not exited.done():
-                exited.set_result(None)
-            _killpg(pid)  # stragglers of this call die with it
-            if not self.iso.namespaces:
-                self.spawner.housekeep()  # children that left the group were re-parented to the spawner
-            finish_if_done()
+    # -- dispatch
+    def dispatch(self, req: dict, conn: Connection) -> None:
+        self.last_activity = time.monotonic()
+        rid = req.get("id")
 
-        for fd in open_fds:
-            os.set_blocking(fd, False)
-            loop.add_reader(fd, on_read, fd)
-        if pidfd is not None:
-            loop.add_reader(pidfd, on_exit)
-        else:
+        def reply(result: dict) -> None:
+            result["id"] = rid
+            conn.send(result)
 
-            def poll_exit() -> None:
-                if exited.done():
-                    return
-                if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
-                    on_exit()
-                else:
-                    loop.call_later(0.002, poll_exit)
+        def guarded(start):  # a call that fails to start still answers, and gives its slot back
+            def run(slot: int) -> None:
+                def done(result: dict) -> None:
+                    self._release(slot)
+                    reply(result)
 
-            poll_exit()
-        writer_task = asyncio.ensure_future(self._feed_stdin(loop, stdin_w, stdin_data))
-        timed_out = False
-        try:
-            await asyncio.wait_for(asyncio.shield(done), timeout)
-        except TimeoutError:
-            timed_out = not truncated
-            _killpg(pid)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(done), 5)
-        finally:
-            for fd in open_fds:
-                loop.remove_reader(fd)
-            if pidfd is not None:
-                loop.remove_reader(pidfd)
-                os.close(pidfd)
-            writer_task.cancel()
-            if not exited.done():
-                exited.set_result(None)  # stops the exit poll
-            status = self.spawner.wait(pid)
-            for fd in (out_r, err_r, status_r):
-                os.close(fd)
-        duration = time.monotonic() - start
-        rc = os.waitstatus_to_exitcode(status)
-        stderr = bytes(bufs[err_r])
-        if not ready:
-            detail = stderr.split(INFRA_MARK, 1)[-1].decode("utf-8", "replace").strip()
-            if timed_out:
-                detail = "sandbox setup timed out"
-            return {
-                "infra_error": f"sandbox setup failed: {detail[-2000:] or f'exit status {rc}'}",
-                "duration_s": duration,
-            }
-        return _outcome(bytes(bufs[out_r]), stderr, rc, timed_out, truncated, duration)
-
-    @staticmethod
-    async def _feed_stdin(loop, fd: int, data: str) -> None:
-        payload = memoryview(data.encode("utf-8", "replace"))
-        os.set_blocking(fd, False)
-        try:
-            while payload:
                 try:
-                    n = os.write(fd, payload)
-                    payload = payload[n:]
-                except BlockingIOError:
-                    fut = loop.create_future()
-                    loop.add_writer(fd, fut.set_result, None)
-                    try:
-                        await fut
-                    finally:
-                        loop.remove_writer(fd)
-        except (BrokenPipeError, OSError):
-            pass
-        finally:
-            os.close(fd)
+                    start(slot, done)
+                except Exception as exc:
+                    done({"infra_error": f"fork server error: {type(exc).__name__}: {exc}"})
+
+            return run
+
+        op = req.get("op")
+        try:
+            if op == "run":
+                self._with_slot(guarded(lambda slot, done: _Run(self, req, slot, done)))
+            elif op == "session_run":
+                self._with_slot(guarded(lambda slot, done: self.session_run(req, done)))
+            elif op == "session_open":
+                self.session_open(req, reply, conn)
+            elif op == "session_close":
+                self.end_session(req.get("session", ""))
+                reply({"closed": True})
+            elif op == "info":
+                reply(self.iso.describe())
+            elif op == "ping":
+                reply({"pong": True, "pid": os.getpid(), "supervisor": os.getppid()})
+            elif op == "shutdown":
+                self.loop.stopping = True
+                reply({"stopping": True})
+            else:
+                reply({"error": f"unknown op {op!r}"})
+        except Exception as exc:  # a bug here must not take the daemon down
+            reply({"infra_error": f"fork server error: {type(exc).__name__}: {exc}"})
 
     # -- sessions
-    async def session_open(self, req: dict) -> dict:
+    def session_open(self, req: dict, reply, conn: Connection) -> None:
         if not self.session_uids:
-            return {"infra_error": "too many open sessions"}
+            reply({"infra_error": "too many open sessions"})
+            return
         uid_index = self.session_uids.pop()
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         status_r, status_w = os.pipe2(os.O_CLOEXEC)
         null = os.open("/dev/null", os.O_RDWR)
         scratch = None if self.iso.namespaces else tempfile.mkdtemp(dir=self.iso.scratch_base)
         fds = {"stdin": null, "stdout": null, "stderr": null, "status": status_w, "ctl": child_sock.fileno()}
-        pid = self.spawner.spawn(self.uid_for(uid_index), {**req, "op": "session_open"}, fds, scratch)
-        child_sock.close()
-        for fd in (status_w, null):
-            os.close(fd)
-        loop = asyncio.get_running_loop()
-        readable = loop.create_future()
-        loop.add_reader(status_r, lambda: readable.done() or readable.set_result(None))
         try:
-            await asyncio.wait_for(readable, 10)  # no threads here: this process forks
-            ok = os.read(status_r, 1)
-        except TimeoutError:
-            ok = b""
-        finally:
-            loop.remove_reader(status_r)
+            pid = self.spawner.spawn(self.uid_for(uid_index), {**req, "op": "session_open"}, fds, scratch)
+        except BaseException:
+            parent_sock.close()
             os.close(status_r)
-        if ok != b"R":
-            _killpg(pid)
-            self.spawner.wait(pid)
             self.session_uids.append(uid_index)
             if scratch:
                 shutil.rmtree(scratch, ignore_errors=True)
-            return {"infra_error": "session setup failed"}
-        sid = f"s{pid}"
-        self.sessions[sid] = {
-            "pid": pid,
-            "sock": parent_sock,
-            "uid_index": uid_index,
-            "scratch": scratch,
-            "limits": _limits_for(req),
-        }
-        return {"session": sid}
+            raise
+        finally:
+            child_sock.close()
+            for fd in (status_w, null):
+                os.close(fd)
 
-    async def session_run(self, req: dict) -> dict:
-        sess = self.sessions.get(req.get("session", ""))
-        if sess is None:
-            return {"error": "unknown or closed session"}
-        loop = asyncio.get_running_loop()
-        limits = {**sess["limits"], **{k: v for k, v in (req.get("limits") or {}).items() if v is not None}}
-        timeout = float(limits["timeout_s"])
-        cap = int(limits["max_output_bytes"])
-        stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC)
-        out_r, out_w = os.pipe2(os.O_CLOEXEC)
-        err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        sock: socket.socket = sess["sock"]
-        start = time.monotonic()
-        socket.send_fds(sock, [json.dumps({"code": req.get("code", "")}).encode()], [stdin_r, out_w, err_w])
-        for fd in (stdin_r, out_w, err_w):
-            os.close(fd)
-        bufs = {out_r: bytearray(), err_r: bytearray()}
-        truncated = False
-        reply = loop.create_future()
+        def settle(ok: bytes) -> None:
+            self.loop.cancel(timer)
+            self.loop.remove_reader(status_r)
+            os.close(status_r)
+            if ok != b"R":
+                _killpg(pid)
+                self.spawner.wait(pid)
+                parent_sock.close()
+                self.session_uids.append(uid_index)
+                if scratch:
+                    shutil.rmtree(scratch, ignore_errors=True)
+                reply({"infra_error": "session setup failed"})
+                return
+            sid = f"s{pid}"
+            self.sessions[sid] = {
+                "pid": pid,
+                "sock": parent_sock,
+                "uid_index": uid_index,
+                "scratch": scratch,
+                "limits": _limits_for(req),
+            }
+            if conn.closed:
+                self.end_session(sid)
+            else:
+                conn.sessions.add(sid)
+            reply({"session": sid})
 
-        def on_read(fd: int) -> None:
-            nonlocal truncated
+        def on_status() -> None:
             try:
-                chunk = os.read(fd, 65536)
+                settle(os.read(status_r, 1))
             except BlockingIOError:
                 return
-            if not chunk:
-                loop.remove_reader(fd)
-                return
-            room = cap - len(bufs[fd])
-            bufs[fd].extend(chunk[: max(room, 0)])
-            if len(chunk) > room and not reply.done():
-                truncated = True
-                reply.set_result(None)
 
-        def on_reply() -> None:
-            loop.remove_reader(sock.fileno())
-            try:
-                data = sock.recv(65536)
-            except OSError:
-                data = b""
-            if not reply.done():
-                reply.set_result(data)
+        timer = self.loop.call_later(10, lambda: settle(b""))
+        os.set_blocking(status_r, False)
+        self.loop.add_reader(status_r, on_status)
 
-        for fd in (out_r, err_r):
-            os.set_blocking(fd, False)
-            loop.add_reader(fd, on_read, fd)
-        loop.add_reader(sock.fileno(), on_reply)
-        writer_task = asyncio.ensure_future(self._feed_stdin(loop, stdin_w, req.get("stdin", "")))
-        timed_out = False
-        data = None
-        try:
-            data = await asyncio.wait_for(reply, timeout)
-        except TimeoutError:
-            timed_out = True
-        loop.remove_reader(sock.fileno())
-        writer_task.cancel()
-        # Drain what the run wrote before it answered.
-        for fd in (out_r, err_r):
-            loop.remove_reader(fd)
-            while True:
-                try:
-                    chunk = os.read(fd, 65536)
-                except (BlockingIOError, OSError):
-                    break
-                if not chunk:
-                    break
-                room = cap - len(bufs[fd])
-                bufs[fd].extend(chunk[: max(room, 0)])
-                truncated = truncated or len(chunk) > room
-            os.close(fd)
-        duration = time.monotonic() - start
-        rc = None if data is None or not data else json.loads(data)["exit_code"]
-        result = _outcome(bytes(bufs[out_r]), bytes(bufs[err_r]), rc, timed_out, truncated, duration)
-        if rc is None:  # timed out, flooded or died: the session process must go and its state is lost
-            await self._end_session(req["session"])
-            result["session_lost"] = True
-            if not (timed_out or truncated):
-                result["stderr"] += "\n[the session process died (killed by a limit or a crash)]"
-        return result
+    def session_run(self, req: dict, done) -> None:
+        sid = req.get("session", "")
+        sess = self.sessions.get(sid)
+        if sess is None:
+            done({"error": "unknown or closed session"})
+        elif "running" in sess:
+            done({"error": "the session is already running a call"})
+        else:
+            _SessionRun(self, sid, sess, req, done)
 
-    async def _end_session(self, sid: str) -> None:
+    def end_session(self, sid: str) -> None:
         sess = self.sessions.pop(sid, None)
         if sess is None:
             return
         _killpg(sess["pid"])
+        running = sess.get("running")
+        if running is not None:
+            running.finish(None)
         self.spawner.wait(sess["pid"])
+        self.loop.remove_reader(sess["sock"].fileno())
         sess["sock"].close()
         if sess["scratch"]:
             shutil.rmtree(sess["scratch"], ignore_errors=True)
         self.session_uids.append(sess["uid_index"])
         self.spawner.housekeep()
 
-    # -- dispatch
-    async def handle(self, req: dict) -> dict:
-        op = req.get("op")
-        self.last_activity = time.monotonic()
-        if op == "run":
-            slot = await self.slots.get()
-            try:
-                return await self.execute(req, slot)
-            finally:
-                self.slots.put_nowait(slot)
-        if op == "session_open":
-            return await self.session_open(req)
-        if op == "session_run":
-            slot = await self.slots.get()  # bounds concurrency; the session keeps its own uid
-            try:
-                return await self.session_run(req)
-            finally:
-                self.slots.put_nowait(slot)
-        if op == "session_close":
-            await self._end_session(req.get("session", ""))
-            return {"closed": True}
-        if op == "info":
-            return self.iso.describe()
-        if op == "ping":
-            return {"pong": True, "pid": os.getpid(), "supervisor": os.getppid()}
-        if op == "shutdown":
-            self.stopping.set()
-            return {"stopping": True}
-        return {"error": f"unknown op {op!r}"}
+    # -- lifetime
+    def _idle_watch(self) -> None:
+        self.spawner.housekeep()  # reap what exited, sweep what was re-parented
+        idle = time.monotonic() - self.last_activity
+        if self.idle_exit_s > 0 and self.clients == 0 and idle > self.idle_exit_s:
+            self.loop.stopping = True
+        self.loop.call_later(1.0, self._idle_watch)
 
-    async def serve_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.clients += 1
-        lock = asyncio.Lock()
-        owned_sessions: set[str] = set()
+    def _stop(self, *_: object) -> None:
+        self.loop.stopping = True
 
-        async def respond(req: dict) -> None:
-            try:
-                reply = await self.handle(req)
-            except ConnectionError as exc:  # our zygote is gone: stop, clients reconnect to a healthy worker
-                self.stopping.set()
-                reply = {"infra_error": f"fork server worker lost its zygote: {exc}"}
-            except Exception as exc:  # a bug here must not take the daemon down
-                reply = {"infra_error": f"fork server error: {type(exc).__name__}: {exc}"}
-            if "session" in reply and req.get("op") == "session_open":
-                owned_sessions.add(reply["session"])
-            reply["id"] = req.get("id")
-            async with lock:
-                try:
-                    writer.write(encode_frame(reply))
-                    await writer.drain()
-                except (ConnectionError, OSError):
-                    pass
-
-        tasks = set()
+    def serve(self) -> None:
+        """Run until told to stop (``shutdown``, SIGTERM/SIGINT, idle), then end every session and call."""
+        wake_r, wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._stop)
+        self.loop.add_reader(wake_r, lambda: os.read(wake_r, 512))
+        self.loop.call_later(1.0, self._idle_watch)
+        gc.freeze()  # what exists now is never garbage: keep the collector off those pages in every fork
         try:
-            while True:
-                try:
-                    req = await read_frame(reader)
-                except (ValueError, ConnectionError):
-                    break
-                if req is None:
-                    break
-                task = asyncio.ensure_future(respond(req))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
+            self.loop.run()
         finally:
-            if tasks:
-                await asyncio.gather(*tasks, return_exceptions=True)
-            for sid in owned_sessions:  # a client that goes away takes its sessions with it
-                await self._end_session(sid)
-            self.clients -= 1
-            self.last_activity = time.monotonic()
-            writer.close()
-
-    async def idle_watch(self) -> None:
-        while not self.stopping.is_set():
-            await asyncio.sleep(1.0)
-            self.spawner.housekeep()  # reap what exited, sweep what was re-parented
-            if self.idle_exit_s > 0 and self.clients == 0 and time.monotonic() - self.last_activity > self.idle_exit_s:
-                self.stopping.set()
+            for sid in list(self.sessions):
+                self.end_session(sid)
+            for pid in list(self.spawner.tracked):
+                _killpg(pid)
+            self.spawner.housekeep()
 
 
 def _outcome(stdout: bytes, stderr: bytes, rc: int | None, timed_out: bool, truncated: bool, duration: float) -> dict:
@@ -1175,13 +1311,6 @@ def _killpg(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
-def _load_asyncio() -> None:
-    global asyncio
-    import asyncio as _asyncio
-
-    asyncio = _asyncio
-
-
 _CALL_SYS_PATH: list[str] = []  # the interpreter's sys.path minus entries that do not exist (python311.zip)
 
 
@@ -1196,22 +1325,23 @@ def _prepare_to_fork() -> None:
     _CALL_SYS_PATH[:] = [p for p in sys.path if p and os.path.isdir(p)]
 
 
-async def _serve_worker(server: Server, listener: socket.socket) -> None:
+def _serve_worker(server: Server, listener: socket.socket) -> None:
     """One pre-forked worker: accept clients on the shared listening socket until idle or told to stop."""
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
     if os.geteuid() != 0:
         prctl(PR_SET_DUMPABLE, 0)  # calls share our uid here: keep them out of /proc/<pid>/mem and ptrace
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, server.stopping.set)
-    srv = await asyncio.start_unix_server(server.serve_stream, sock=listener)
-    watcher = asyncio.ensure_future(server.idle_watch())
-    try:
-        await server.stopping.wait()
-    finally:
-        watcher.cancel()
-        srv.close()
-        for sid in list(server.sessions):
-            await server._end_session(sid)
+    listener.setblocking(False)
+
+    def accept() -> None:
+        try:
+            sock, _ = listener.accept()
+        except (BlockingIOError, InterruptedError):  # another worker took it
+            return
+        sock.setblocking(False)
+        Connection(server, sock.fileno(), sock.fileno(), owner=sock)
+
+    server.loop.add_reader(listener.fileno(), accept)
+    server.serve()
 
 
 def serve_socket(args) -> None:
@@ -1230,38 +1360,29 @@ def serve_socket(args) -> None:
     session_base = workers * args.slots
     pids = []
     for w in range(workers):
-        worker_end, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        if os.fork() == 0:  # the zygote: lean (no asyncio), it forks this worker's calls
-            listener.close()
-            worker_end.close()
-            _zygote(iso, zygote_end)
-        zygote_end.close()
         pid = os.fork()
         if pid == 0:
             code = 0
             try:
-                _load_asyncio()
                 server = Server(
                     iso,
                     range(w * args.slots, (w + 1) * args.slots),
                     args.idle_exit,
                     range(session_base + w * per_sessions, session_base + (w + 1) * per_sessions),
-                    ZygoteClient(worker_end),
                 )
-                asyncio.run(_serve_worker(server, listener))
+                _serve_worker(server, listener)
             except BaseException:
                 traceback.print_exc()
                 code = 1
             finally:
                 os._exit(code)
-        worker_end.close()
         pids.append(pid)
     listener.close()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: [_kill(p, signal.SIGTERM) for p in pids])
     print(json.dumps({"ready": True, "pid": os.getpid(), "workers": pids, **iso.describe()}), flush=True)
     try:
-        while True:  # until every worker and zygote has exited (a zygote exits when its worker does)
+        while True:  # until every worker has exited
             try:
                 os.wait()
             except ChildProcessError:
@@ -1273,23 +1394,21 @@ def serve_socket(args) -> None:
             os.unlink(args.socket)
 
 
-async def serve_stdio(args) -> None:
+def serve_stdio(args) -> None:
     """Serve one client over stdin/stdout (e.g. ``docker exec -i`` or an attached container)."""
     _prepare_to_fork()
-    prctl(PR_SET_CHILD_SUBREAPER, 1)  # calls fork from this process (no zygote in stdio mode)
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
     runtime_dir = tempfile.mkdtemp(prefix="gym_nemo_fs_", dir=args.runtime_dir)
     iso = Isolation(not args.no_namespaces, args.base_uid, args.slots, runtime_dir)
     server = Server(iso, range(args.slots), args.idle_exit, range(args.slots, args.slots + args.max_sessions))
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=MAX_FRAME)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(0, "rb", 0))
-    out = os.fdopen(os.dup(1), "wb", 0)
+    out = os.dup(1)
     os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # nothing else may write into the protocol stream
-    transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, out)
-    writer = asyncio.StreamWriter(transport, protocol, reader, loop)
-    writer.write(encode_frame({"ready": True, "pid": os.getpid(), **iso.describe()}))
+    os.set_blocking(0, False)
+    os.set_blocking(out, False)
+    conn = Connection(server, 0, out, on_close=server._stop)  # the client hanging up ends the server
+    conn.send({"ready": True, "pid": os.getpid(), **iso.describe()})
     try:
-        await server.serve_stream(reader, writer)
+        server.serve()
     finally:
         iso.cleanup()
         shutil.rmtree(runtime_dir, ignore_errors=True)
@@ -1316,8 +1435,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.socket:
         serve_socket(args)
     else:
-        _load_asyncio()
-        asyncio.run(serve_stdio(args))
+        serve_stdio(args)
 
 
 if __name__ == "__main__":
