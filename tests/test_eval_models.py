@@ -191,3 +191,21 @@ def test_eval_with_the_hf_policy_runs_through_the_async_collector(tiny_model_dir
     masks = sum(sum(r["completion_mask"]) for name in manifest["reproducible"]["envs"] for r in _rows(run, name))
     assert results["timing"]["overall"]["policy_tokens"] == masks > 0
     assert main(["reverify", str(run), "--quiet"]) == 0
+
+
+def test_leaderboard_example_against_the_server(served: dict, tmp_path: Path) -> None:
+    """examples/leaderboard.py evaluates two served models, re-verifies both runs and writes the leaderboard."""
+    import sys
+
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(SUITE)
+    llama = str(Path(served["runs"]["b"]).parent / "llama3")
+    example = Path(__file__).resolve().parents[1] / "examples" / "leaderboard.py"
+    argv = [sys.executable, str(example), "--base-url", served["url"], "--models", served["model"], llama]
+    argv += ["--suite", str(suite), "--max-tokens", "8", "--out", str(tmp_path / "out")]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("every reward and score reproduced") == 2
+    board = _json(tmp_path / "out" / "leaderboard.json")
+    assert sorted(r["label"] for r in board["runs"]) == sorted([served["model"], llama])
+    assert (tmp_path / "out" / "leaderboard.html").stat().st_size > 1_000_000
