@@ -156,3 +156,16 @@ def test_bad_suites_say_what_is_wrong(raw: dict, message: str) -> None:
 def test_a_missing_suite_names_the_shipped_ones(tmp_path: Path) -> None:
     with pytest.raises(SuiteError, match="shipped suites: default, quick"):
         load_suite(str(tmp_path / "nope.yaml"))
+
+
+def test_sandbox_backend_and_image_digest_come_from_the_sandbox_version() -> None:
+    from gym_nemo.eval.manifest import sandbox_info
+
+    digest = "sha256:" + "ab12" * 16
+    assert sandbox_info(f"docker:gym-nemo-sandbox:1@{digest}:runsc") == {
+        "backend": "docker",
+        "version": f"docker:gym-nemo-sandbox:1@{digest}:runsc",
+        "image_digest": digest,
+    }
+    assert sandbox_info("local:namespaces:python3.11.2")["image_digest"] is None
+    assert sandbox_info(None) == {"backend": None, "version": None, "image_digest": None}

@@ -80,7 +80,6 @@ def build_manifest(reproducible: dict[str, Any], run: dict[str, Any]) -> dict[st
             **run,
             "host": socket.gethostname(),
             "platform": platform.platform(),
-            "python": sys.version.split()[0],
             "argv": sys.argv,
         },
     }

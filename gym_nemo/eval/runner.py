@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import json
+import platform
 import queue
 import threading
 import time
@@ -441,6 +442,7 @@ def run_suite(
     ks = {plan.entry.name: plan.entry.k for plan in plans}
     reproducible = {
         "packages": package_versions(),
+        "python": platform.python_version(),
         "suite": {"name": suite.name, "source": Path(suite.source).name, "definition": suite.raw},
         "seed": suite.seed,
         "sampling": suite.sampling,
