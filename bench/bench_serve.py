@@ -6,7 +6,7 @@ Starts a server process, opens ``--sessions`` sessions and keeps all of them ope
 requests/s over the whole run and p50/p99 latency of steps and resets as the client sees them, then the
 same resets and steps in process (one env, one thread) as the baseline, measured in the same run.
 
-    python bench/bench_serve.py [--sessions 2000] [--rounds 3] [--concurrency 128]
+    python bench/bench_serve.py [--sessions 2000] [--rounds 3] [--concurrency 64]
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--concurrency", type=int, default=128)
+    parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--baseline-episodes", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=0, help="the server's env-call threads (0: its default)")
     args = parser.parse_args()
