@@ -141,6 +141,10 @@ def test_bad_eval_arguments(tmp_path: Path, capsys) -> None:
     assert "needs --model" in capsys.readouterr().err
     assert main(["eval", "--policy", "gpt", "--out", str(tmp_path / "x")]) == 2
     assert "unknown policy" in capsys.readouterr().err
+    suite = tmp_path / "ids.yaml"
+    suite.write_text("envs: [{env: nemo/CodeExec-v0, tasks: [HumanEval/0, HumanEval/9999]}]\n")
+    assert main(["eval", "--suite", str(suite), "--out", str(tmp_path / "x"), "--quiet"]) == 2
+    assert "unknown task ids ['HumanEval/9999']" in capsys.readouterr().err
 
 
 def test_infra_errors_are_reported_beside_the_score_not_in_it(tmp_path: Path, capsys) -> None:

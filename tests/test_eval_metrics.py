@@ -135,6 +135,7 @@ def test_task_subsets_are_seeded_and_stable() -> None:
     assert first == suite.envs[0].select_tasks(pool, suite.seed) and len(set(first)) == 5
     assert first == sorted(first, key=pool.index)  # pool order
     assert first != suite.envs[0].select_tasks(pool, 4)
+    assert suite.envs[0].select_tasks(pool[:3], suite.seed) == pool[:3]  # a smaller pool is played whole
 
 
 @pytest.mark.parametrize(

@@ -42,7 +42,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             episode_timeout_s=args.episode_timeout,
         )
-    except FileExistsError as exc:
+    except (FileExistsError, SuiteError) as exc:  # SuiteError: task ids the env does not have, nothing to play
         print(f"gym-nemo eval: {exc}", file=sys.stderr)
         return 2
     print(f"suite {suite.name} · policy {policy.label} · seed {suite.seed} · manifest {results['fingerprint']}")

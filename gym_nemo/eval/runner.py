@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from gym_nemo.core.task import content_hash
 from gym_nemo.eval.manifest import build_manifest, package_versions, sandbox_info
 from gym_nemo.eval.metrics import env_scores, overall_scores, rounded
-from gym_nemo.eval.suite import EnvEntry, Suite
+from gym_nemo.eval.suite import EnvEntry, Suite, SuiteError
 from gym_nemo.rollout.records import EpisodeRecord
 
 POLICY_KINDS = ("reference", "openai", "hf", "vllm")
@@ -129,7 +129,7 @@ def _plan(suite: Suite, policy: PolicyConfig) -> list[_Planned]:
                 skipped = [t for t in task_ids if pool.by_id(t).reference is None]
                 task_ids = [t for t in task_ids if t not in skipped]
             if not task_ids:
-                raise ValueError(f"{entry.name}: no task left to play (none of the selected tasks has a reference)")
+                raise SuiteError(f"{entry.name}: no task left to play (none of the selected tasks has a reference)")
             rows = {t: dict(pool.by_id(t).row) for t in task_ids}
             versions = dict(env.versions(), tasks=content_hash(rows.values()))
         finally:

@@ -6,7 +6,8 @@ A suite is a YAML file. Shipped suites (``gym_nemo/eval/suites/*.yaml``) are nam
     name: quick
     seed: 0
     k: 2                  # samples per task (pass@k up to k); an env entry may override it
-    tasks: 4              # per env: an int (a seeded sample of that many), a list of task ids, or "all"
+    tasks: 4              # per env: an int (a seeded sample of that many, or the whole pool if smaller),
+                          # a list of task ids, or "all"
     concurrency: 8        # episodes in flight per env
     sampling: {max_tokens: 256, temperature: 0.0, top_p: 1.0}
     envs:                 # "all" (every registered env) or a list of ids / entries
@@ -48,7 +49,8 @@ class EnvEntry:
     k: int
 
     def select_tasks(self, pool_ids: Sequence[str], seed: int) -> list[str]:
-        """The task ids this entry plays, in pool order: all, the listed ones, or a seeded sample."""
+        """The task ids this entry plays, in pool order: all, the listed ones, or a seeded sample (of at most the
+        pool: ``tasks: 16`` over a 5-task pool plays all 5, so ``envs: all`` suites work for small envs)."""
         if self.tasks is None:
             return list(pool_ids)
         if isinstance(self.tasks, list):
@@ -56,8 +58,8 @@ class EnvEntry:
             if unknown:
                 raise SuiteError(f"{self.name}: unknown task ids {unknown[:5]}")
             return list(self.tasks)
-        if self.tasks > len(pool_ids):
-            raise SuiteError(f"{self.name}: asks for {self.tasks} tasks but the pool has {len(pool_ids)}")
+        if self.tasks >= len(pool_ids):
+            return list(pool_ids)
         rng = np.random.default_rng([seed, zlib.crc32(self.name.encode())])
         picked = sorted(rng.choice(len(pool_ids), size=self.tasks, replace=False).tolist())
         return [pool_ids[i] for i in picked]
