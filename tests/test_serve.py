@@ -239,3 +239,12 @@ def test_verify_on_code_gen_rows_and_a_nemo_gym_agent_loop_with_tool_routes() ->
         client.cookies.clear()
         orphan = client.post("/execute_python", json={"code": "print(1)"})
         assert orphan.status_code == 400 and "/seed_session" in orphan.json()["error"]
+
+
+def test_verify_on_instruction_following_rows_reads_the_text_nemo_gym_checks() -> None:
+    # NeMo Gym's instruction_following server checks output[-1].content[0].text, not the joined message:
+    # /verify must use the same extraction as score() does for that server kind.
+    with served("nemo/InstructionFollowing-v0") as server, httpx.Client(base_url=server.url, timeout=120) as client:
+        for row in rows("instruction_following", "example_rollouts.jsonl"):
+            body = client.post("/verify", json=row).json()
+            assert body["reward"] == score(row, "instruction_following")["reward"] == row["reward"]
