@@ -215,13 +215,13 @@ class EnvRollout:
         self._envs.clear()
 
     def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, list[Any]]:
+        task_ids = [self._task_id(prompt) for prompt in prompts]
         policy = self.policy if self.policy is not None else TrainerPolicy(trainer)
         sampling = self.sampling or (policy.sampling() if isinstance(policy, TrainerPolicy) else SamplingParams())
-        tokenizer = trainer.processing_class
         episodes: list[_Episode] = []
-        for i, prompt in enumerate(prompts):
-            env = self._env(i, tokenizer)
-            obs, _ = env.reset(options={"task_id": self._task_id(prompt)})
+        for i, task_id in enumerate(task_ids):
+            env = self._env(i, trainer.processing_class)
+            obs, _ = env.reset(options={"task_id": task_id})
             episodes.append(_Episode(env, [int(t) for t in obs]))
         while True:
             active = [e for e in episodes if e.active]
