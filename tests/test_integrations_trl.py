@@ -8,20 +8,20 @@ import pytest
 pytest.importorskip("trl", reason="the [trl] extra is not installed")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
-import gymnasium as gym  # noqa: E402
-import torch  # noqa: E402
-from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
-from transformers.utils import get_json_schema  # noqa: E402
-from trl import GRPOConfig, GRPOTrainer  # noqa: E402
+import gymnasium as gym
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.utils import get_json_schema
+from trl import GRPOConfig, GRPOTrainer
 
-from gym_nemo.integrations.trl import (  # noqa: E402
+from gym_nemo.integrations.trl import (
     EnvRollout,
     env_reward,
     environment_factory,
     environment_reward,
     task_dataset,
 )
-from gym_nemo.policies.token import Generation  # noqa: E402
+from gym_nemo.policies.token import Generation
 
 
 def _config(tmp_path, **overrides) -> GRPOConfig:
@@ -86,7 +86,8 @@ def test_rollout_func_trains_a_real_grpo_trainer_on_multi_turn_episodes(tiny_mod
             assert all(lp < 0.0 for lp, m in zip(logprobs, mask, strict=True) if m == 1)
             text = tokenizer.decode(prompt_ids + ids, skip_special_tokens=False)
             if turns == 2:
-                assert "Your answer was checked" in tokenizer.decode([t for t, m in zip(ids, mask) if m == 0])
+                env_ids = [t for t, m in zip(ids, mask, strict=True) if m == 0]
+                assert "Your answer was checked" in tokenizer.decode(env_ids)
             assert text.startswith(tokenizer.decode(prompt_ids, skip_special_tokens=False))
     # the sampling logprobs are the trainer model's own: TRL trained on them and moved the weights
     assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True))
