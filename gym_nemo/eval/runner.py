@@ -116,11 +116,20 @@ class _Planned:
     rows: dict[str, dict[str, Any]]  # task id -> its task row
 
 
-def _plan(suite: Suite, policy: PolicyConfig) -> list[_Planned]:
-    """Build each env once: select its tasks and record its versions and data hashes for the manifest."""
-    planned = []
+def _plan(suite: Suite, policy: PolicyConfig) -> tuple[list[_Planned], dict[str, str]]:
+    """Build each env once: select its tasks and record its versions and data hashes for the manifest.
+
+    Returns the plans and the ``envs: all`` entries left out, with why (an env that needs arguments, such
+    as ``nemo/Remote-v0``'s url, or one with no task the reference policy can play)."""
+    planned, left_out = [], {}
     for index, entry in enumerate(suite.envs):
-        env = gym.make(entry.env_id, **entry.kwargs).unwrapped
+        try:
+            env = gym.make(entry.env_id, **entry.kwargs).unwrapped
+        except TypeError as exc:
+            if not entry.optional:
+                raise
+            left_out[entry.name] = f"cannot be built without arguments: {exc}"
+            continue
         try:
             pool = env.tasks
             task_ids = entry.select_tasks([t.task_id for t in pool], suite.seed)
@@ -129,7 +138,10 @@ def _plan(suite: Suite, policy: PolicyConfig) -> list[_Planned]:
                 skipped = [t for t in task_ids if pool.by_id(t).reference is None]
                 task_ids = [t for t in task_ids if t not in skipped]
             if not task_ids:
-                raise SuiteError(f"{entry.name}: no task left to play (none of the selected tasks has a reference)")
+                if not entry.optional:
+                    raise SuiteError(f"{entry.name}: no task left to play (none of the selected has a reference)")
+                left_out[entry.name] = "none of the selected tasks has a reference answer"
+                continue
             rows = {t: dict(pool.by_id(t).row) for t in task_ids}
             versions = dict(env.versions(), tasks=content_hash(rows.values()))
         finally:
@@ -147,7 +159,7 @@ def _plan(suite: Suite, policy: PolicyConfig) -> list[_Planned]:
             "sandbox": sandbox_info(versions.get("sandbox")),
         }
         planned.append(_Planned(entry, index, task_ids, skipped, info, rows))
-    return planned
+    return planned, left_out
 
 
 class _TextRun:
@@ -405,7 +417,9 @@ def run_suite(
     (out / "rollouts").mkdir(parents=True, exist_ok=True)
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     start = time.monotonic()
-    plans = _plan(suite, policy)
+    plans, left_out = _plan(suite, policy)
+    for name, why in left_out.items():
+        log(f"{name}: left out of the run: {why}")
     for plan in plans:
         if plan.skipped:
             log(f"{plan.entry.name}: {len(plan.skipped)} selected task(s) have no reference answer; not played")
@@ -448,6 +462,7 @@ def run_suite(
         "sampling": suite.sampling,
         "policy": policy.describe(),
         "envs": {plan.entry.name: plan.info for plan in plans},
+        "envs_left_out": left_out,
     }
     manifest = build_manifest(
         reproducible,

@@ -10,7 +10,7 @@ A suite is a YAML file. Shipped suites (``gym_nemo/eval/suites/*.yaml``) are nam
                           # a list of task ids, or "all"
     concurrency: 8        # episodes in flight per env
     sampling: {max_tokens: 256, temperature: 0.0, top_p: 1.0}
-    envs:                 # "all" (every registered env) or a list of ids / entries
+    envs:                 # "all" (every registered env that builds without arguments) or a list
       - nemo/CodeExec-v0
       - {env: nemo/ReasoningGym-v0, name: ReasoningGym-gcd, kwargs: {dataset: gcd, size: 50}, tasks: 8, k: 4}
 
@@ -47,6 +47,7 @@ class EnvEntry:
     kwargs: dict[str, Any]
     tasks: int | list[str] | None  # None: the whole pool
     k: int
+    optional: bool = False  # from ``envs: all``: skipped (and said so) when it needs arguments or has nothing to play
 
     def select_tasks(self, pool_ids: Sequence[str], seed: int) -> list[str]:
         """The task ids this entry plays, in pool order: all, the listed ones, or a seeded sample (of at most the
@@ -145,7 +146,8 @@ def parse_suite(raw: Any, *, source: str = "") -> Suite:
     if bad:
         raise SuiteError(f"{source}: unknown sampling keys {sorted(bad)}; allowed: {list(SAMPLING_KEYS)}")
     envs_raw = raw.get("envs", "all")
-    if envs_raw == "all":
+    every_env = envs_raw == "all"
+    if every_env:
         envs_raw = list(ENVS)
     if not isinstance(envs_raw, list) or not envs_raw:
         raise SuiteError(f"{source}: envs must be 'all' or a non-empty list")
@@ -170,6 +172,7 @@ def parse_suite(raw: Any, *, source: str = "") -> Suite:
                 kwargs=dict(kwargs),
                 tasks=_tasks(spec.get("tasks", tasks), f"{source}: tasks of {env_id!r}"),
                 k=_positive_int(spec.get("k", k), f"{source}: k of {env_id!r}"),
+                optional=every_env,
             )
         )
     names = [e.name for e in entries]
