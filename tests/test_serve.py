@@ -248,3 +248,12 @@ def test_verify_on_instruction_following_rows_reads_the_text_nemo_gym_checks() -
         for row in rows("instruction_following", "example_rollouts.jsonl"):
             body = client.post("/verify", json=row).json()
             assert body["reward"] == score(row, "instruction_following")["reward"] == row["reward"]
+
+
+def test_cli_refuses_an_unknown_env_and_bad_kwargs(capsys) -> None:
+    from gym_nemo.cli import main
+
+    assert main(["serve", "nemo/NoSuchEnv-v0"]) == 2
+    assert "unknown env 'nemo/NoSuchEnv-v0'" in capsys.readouterr().err
+    assert main(["serve", "nemo/Math-v0", "--env-kwargs", "{oops"]) == 2
+    assert "--env-kwargs is not valid JSON" in capsys.readouterr().err

@@ -5,8 +5,8 @@
   the client's own, created on the first ``reset``.
 - **Retries without double steps.** Every call carries a request id, reused by its retries; the server
   runs a request id once and replays its reply, so a retried step is never applied twice. Connection
-  failures, timeouts and ``503`` (busy; ``Retry-After`` is honoured) are retried ``retries`` times with
-  exponential backoff.
+  failures, timeouts, ``503`` (busy; ``Retry-After`` is honoured) and ``429`` (session cap) are retried
+  ``retries`` times with exponential backoff.
 - **Infrastructure failure is not task failure.** A step that still fails (the server died, restarted and
   lost the session, overran its call timeout, or answered 5xx) returns ``truncated=True`` with
   ``info["infra_error"]`` saying what happened, never a hang or a silent 0; the next ``reset`` opens a new
@@ -31,7 +31,7 @@ from gymnasium.error import ResetNeeded
 from gym_nemo.core.errors import InfraError
 from gym_nemo.core.spaces import UnicodeText
 
-_RETRY_STATUSES = frozenset({502, 503})
+_RETRY_STATUSES = frozenset({429, 502, 503})  # session cap reached, proxy errors, busy
 
 
 class _Refused(Exception):
