@@ -39,7 +39,6 @@ import json
 import math
 import os
 import secrets
-import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -101,23 +100,19 @@ class _Session:
 
 
 class _EnvFactory:
-    """Builds the server's envs; after the first, each gets the first env's task pool instead of rebuilding it."""
+    """Builds the server's envs. The first (``probe``, kept for ``/info`` and the tool routes) is built with
+    the given kwargs; every later one gets the probe's task pool as ``data=`` instead of rebuilding it."""
 
     def __init__(self, env_id: str, env_kwargs: Mapping[str, Any]) -> None:
         self.env_id, self.env_kwargs = env_id, dict(env_kwargs)
-        self._kwargs: dict[str, Any] | None = None
-        self._lock = threading.Lock()
-        self.probe: gym.Env | None = None
+        self.probe = gym.make(env_id, **self.env_kwargs)
+        self._kwargs = self._shared_kwargs()
 
     def make(self) -> gym.Env:
-        with self._lock:
-            if self._kwargs is None:
-                self.probe = gym.make(self.env_id, **self.env_kwargs)
-                self._kwargs = self._shared_kwargs(self.probe)
         return gym.make(self.env_id, **self._kwargs)
 
-    def _shared_kwargs(self, probe: gym.Env) -> dict[str, Any]:
-        tasks = getattr(probe.unwrapped, "tasks", None)
+    def _shared_kwargs(self) -> dict[str, Any]:
+        tasks = getattr(self.probe.unwrapped, "tasks", None)
         if tasks is None:
             return self.env_kwargs
         shared = {k: v for k, v in self.env_kwargs.items() if k not in ("data", "task_ids")} | {"data": tasks}
@@ -177,10 +172,6 @@ class EnvServer:
             return await asyncio.wait_for(loop.run_in_executor(self.executor, fn), self.config.call_timeout_s)
         finally:
             self.pending -= 1
-
-    async def _warm(self) -> None:
-        env = await self.call(self.factory.make)
-        await self.call(env.close)
 
     # ------------------------------------------------------------------ sessions
     def session(self, session_id: str) -> _Session:
@@ -263,8 +254,7 @@ class EnvServer:
             await self.close(session_id, "sessions_closed_at_shutdown")
         if self.verifier is not None:
             _close_quietly(self.verifier)
-        if self.factory.probe is not None:
-            _close_quietly(self.factory.probe)
+        _close_quietly(self.factory.probe)
         self.executor.shutdown(wait=True, cancel_futures=True)
         print(f"gym-nemo serve: shut down; closed {len(open_sessions)} open session(s)", flush=True)
 
@@ -402,7 +392,6 @@ def create_app(config: ServeConfig) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> Any:
-        await server._warm()  # builds the shared task pool before the first client waits for it
         period = max(0.05, min(config.session_ttl_s / 4, 30.0))
 
         async def expire_loop() -> None:
@@ -442,7 +431,6 @@ def create_app(config: ServeConfig) -> FastAPI:
     @app.get("/info")
     async def info() -> dict[str, Any]:
         env = server.factory.probe
-        assert env is not None
         return {
             "env_id": config.env_id,
             "server_id": server.server_id,
@@ -560,11 +548,7 @@ def create_app(config: ServeConfig) -> FastAPI:
         response.delete_cookie(SESSION_COOKIE)
         return response
 
-    probe = gym.make(config.env_id, **config.env_kwargs)
-    try:
-        tool_names = [t["function"]["name"] for t in getattr(probe.unwrapped, "tools", [])]
-    finally:
-        _close_quietly(probe)
+    tool_names = [t["function"]["name"] for t in getattr(server.factory.probe.unwrapped, "tools", [])]
     reserved = {"health", "metrics", "info", "sessions", "seed_session", "verify", "close_session"}
     for name in tool_names:
         if name in reserved:
