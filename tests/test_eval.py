@@ -132,6 +132,21 @@ def test_leaderboard_ranks_the_runs(runs: dict[str, Path], tmp_path: Path, capsy
     assert "| 1 | reference (clean) | 1.000 [1.000, 1.000] |" in table
     assert main(["leaderboard", str(runs["a"]), str(tmp_path), "--out", str(tmp_path / "lb")]) == 2  # not a run
     assert "not a `gym-nemo eval` output directory" in capsys.readouterr().err
+    assert main(["reverify", str(tmp_path)]) == 2
+    assert "is not a complete `gym-nemo eval` run" in capsys.readouterr().err
+
+
+def test_leaderboard_flags_runs_on_different_tasks(runs: dict[str, Path], tmp_path: Path) -> None:
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(runs["clean"], other)
+    manifest = _json(other / "manifest.json")
+    manifest["reproducible"]["envs"]["Math-v0"]["tasks_digest"] = "0" * 16  # as if it had played other tasks
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    board = build_leaderboard([runs["a"], other])
+    assert not board["comparable"] and len(board["notes"]) == 1 and board["notes"][0].startswith("Math-v0: runs used")
+    assert "> Math-v0: runs used different tasks or k" in to_markdown(board)
 
 
 def test_bad_eval_arguments(tmp_path: Path, capsys) -> None:

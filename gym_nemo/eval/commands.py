@@ -54,7 +54,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_reverify(args: argparse.Namespace) -> int:
     from gym_nemo.eval.reverify import reverify
 
-    report = reverify(args.run_dir, progress=not args.quiet)
+    try:
+        report = reverify(args.run_dir, progress=not args.quiet)
+    except FileNotFoundError as exc:
+        print(f"gym-nemo reverify: {args.run_dir} is not a complete `gym-nemo eval` run: {exc}", file=sys.stderr)
+        return 2
     print(report.format())
     return 0 if report.ok else 1
 
