@@ -138,3 +138,26 @@ def test_a_server_that_cannot_start_or_dies_is_an_infra_error(env) -> None:
     assert obs.startswith("[infrastructure error]")
     _, info = env.reset(options={"task_id": "time/utc-noon-to-tokyo"})  # a fresh server takes over
     assert "21:00" in env.step(tool)[0]
+
+
+def test_a_gym_nemo_envs_tools_served_over_mcp_drive_an_mcp_env() -> None:
+    # gym-nemo serve-mcp exposes CodeExec's stateful execute_python over MCP; nemo/MCP-v0 is its client.
+    row = {
+        "responses_create_params": {"input": "Use execute_python to compute 2**100 and tell me the number."},
+        "verifier_metadata": {
+            "task_id": "self/pow",
+            "mcp_server": {"command": "{python}", "args": ["-m", "gym_nemo.cli", "serve-mcp", "nemo/CodeExec-v0"]},
+            "verifier": {"type": "contains", "value": str(2**100)},
+        },
+    }
+    env = MCPEnv(data=[row])
+    try:
+        _, info = env.reset()
+        assert [t["function"]["name"] for t in info["tools"]] == ["execute_python"]
+        assert "exit code 0" in env.step(call("execute_python", {"code": "x = 2**100"}))[0]
+        assert str(2**100) in env.step(call("execute_python", {"code": "print(x)"}))[0]  # the session persists
+        obs, _, terminated, truncated, _ = env.step(call("execute_python", {"code": "raise SystemExit(3)"}))
+        assert "exit code 3" in obs and not (terminated or truncated)
+        assert env.step(f"The number is {2**100}.")[1:3] == (1.0, True)
+    finally:
+        env.close()

@@ -37,8 +37,30 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve_mcp(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import gymnasium as gym
+
+    try:
+        from gym_nemo.serve.mcp_server import serve_stdio
+    except ImportError as exc:
+        print(f"gym-nemo serve-mcp needs the serve extra: pip install 'gym-nemo[serve]' ({exc})", file=sys.stderr)
+        return 2
+    if args.env_id not in gym.registry:
+        print(f"unknown env {args.env_id!r}; `gym-nemo list` shows the available ones", file=sys.stderr)
+        return 2
+    try:
+        env_kwargs = json.loads(args.env_kwargs)
+    except json.JSONDecodeError as exc:
+        print(f"--env-kwargs is not valid JSON: {exc}", file=sys.stderr)
+        return 2
+    asyncio.run(serve_stdio(args.env_id, env_kwargs))
+    return 0
+
+
 def add_serve_commands(sub: argparse._SubParsersAction) -> None:
-    """Add ``serve`` to the ``gym-nemo`` subcommands."""
+    """Add ``serve`` and ``serve-mcp`` to the ``gym-nemo`` subcommands."""
     p = sub.add_parser("serve", help="serve sessions of an env over HTTP (NeMo Gym resources-server routes too)")
     p.add_argument("env_id", help="a registered env, e.g. nemo/Math-v0")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
@@ -52,3 +74,8 @@ def add_serve_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--call-timeout", type=float, default=300.0, help="seconds one env call may take (then 504)")
     p.add_argument("--log-level", default="warning")
     p.set_defaults(func=_cmd_serve)
+
+    m = sub.add_parser("serve-mcp", help="serve an env's tools over MCP on stdin/stdout (for MCP clients)")
+    m.add_argument("env_id", help="a registered env with tools, e.g. nemo/CodeExec-v0")
+    m.add_argument("--env-kwargs", default="{}", help="JSON kwargs for the env")
+    m.set_defaults(func=_cmd_serve_mcp)
