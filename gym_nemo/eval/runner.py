@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import platform
 import queue
 import threading
@@ -180,8 +181,6 @@ class _TextRun:
         self.client = self._openai_client() if policy.kind == "openai" else None
 
     def _openai_client(self) -> Any:
-        import os
-
         from openai import OpenAI
 
         key = os.environ.get("OPENAI_API_KEY", "EMPTY")
