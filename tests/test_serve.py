@@ -257,3 +257,18 @@ def test_cli_refuses_an_unknown_env_and_bad_kwargs(capsys) -> None:
     assert "unknown env 'nemo/NoSuchEnv-v0'" in capsys.readouterr().err
     assert main(["serve", "nemo/Math-v0", "--env-kwargs", "{oops"]) == 2
     assert "--env-kwargs is not valid JSON" in capsys.readouterr().err
+
+
+def test_sessions_share_the_task_pool_where_the_env_accepts_it() -> None:
+    from gym_nemo.serve.server import _EnvFactory
+
+    math = _EnvFactory("nemo/Math-v0", {"task_ids": ["rg/gcd/0", "rg/gcd/1"]})
+    env = math.make()
+    assert env.unwrapped.tasks is math.probe.unwrapped.tasks and len(env.unwrapped.tasks) == 2
+    # ReasoningGym with generator config refuses data= (config needs data=None): each env builds its own pool
+    generated = _EnvFactory("nemo/ReasoningGym-v0", {"dataset": "gcd", "size": 3, "max_value": 50})
+    other = generated.make()
+    assert other.unwrapped.tasks is not generated.probe.unwrapped.tasks
+    assert [t.task_id for t in other.unwrapped.tasks] == [t.task_id for t in generated.probe.unwrapped.tasks]
+    for e in (env, math.probe, other, generated.probe):
+        e.close()

@@ -156,7 +156,7 @@ class EnvServer:
         self.closing = False
         self._text = next((SERVER_TEXT.get(s, response_text) for s, e in SERVER_ENVS.items() if e == config.env_id),
                           response_text)  # fmt: skip
-        self.verifier: gym.Env | None = None
+        self.verifier = self.factory.make()  # scores /verify rows that come without a session
 
     # ------------------------------------------------------------------ env calls
     async def call(self, fn: Callable[[], Any]) -> Any:
@@ -252,8 +252,7 @@ class EnvServer:
         open_sessions = list(self.sessions)
         for session_id in open_sessions:
             await self.close(session_id, "sessions_closed_at_shutdown")
-        if self.verifier is not None:
-            _close_quietly(self.verifier)
+        _close_quietly(self.verifier)
         _close_quietly(self.factory.probe)
         self.executor.shutdown(wait=True, cancel_futures=True)
         print(f"gym-nemo serve: shut down; closed {len(open_sessions)} open session(s)", flush=True)
@@ -261,12 +260,7 @@ class EnvServer:
     # ------------------------------------------------------------------ NeMo Gym verification
     def verify_row(self, row: Mapping[str, Any], session: _Session | None) -> dict[str, Any]:
         """Score a NeMo Gym rollout row as ``score()`` does (the session's env when there is one: its state)."""
-        if session is not None:
-            env = session.env.unwrapped
-        else:
-            if self.verifier is None:
-                self.verifier = self.factory.make()
-            env = self.verifier.unwrapped
+        env = session.env.unwrapped if session is not None else self.verifier.unwrapped
         task = env.row_to_task(row, 0)
         verdict = env.verify(task, self._text(row["response"]))
         return {**verdict.to_dict(), "verifier": f"{env.verifier_name}@{env.verifier_version}"}
