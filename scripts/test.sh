@@ -8,6 +8,7 @@ set -euo pipefail
 GYM_NEMO_EXTRAS=test,suite,judge,docker,hf,serve,ray,vllm,eval,trl
 source "$(dirname "$0")/setup.sh"
 bash "$ROOT/scripts/vllm_fixup.sh" "$VENV/bin/python"
+bash "$ROOT/scripts/fetch_openrlhf.sh" "$VENV/bin/python"
 cd "$ROOT"
 ruff check .
 ruff format --check .
