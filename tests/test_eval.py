@@ -183,3 +183,20 @@ def test_infra_errors_are_reported_beside_the_score_not_in_it(tmp_path: Path, ca
     assert scores["mean_reward"] == round(sum(task_means) / len(task_means), 6)
     assert main(["reverify", str(run), "--quiet"]) == 0
     assert f"{len(scored)} re-scored, {len(infra)} skipped (infra errors)" in capsys.readouterr().out
+
+
+def test_a_policy_that_does_not_answer_stops_the_run_with_a_clear_error(tmp_path: Path, capsys) -> None:
+    pytest.importorskip("openai")
+    import socket
+
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("k: 2\ntasks: 4\nconcurrency: 2\nenvs: [nemo/MCQA-v0]\n")
+    argv = ["eval", "--suite", str(suite), "--policy", "openai", "--model", "m", "--base-url", url]
+    assert main([*argv, "--out", str(tmp_path / "run"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "the policy is not answering: 5 policy calls in a row failed" in err and "APIConnectionError" in err
+    rows = _rows(tmp_path / "run", "MCQA-v0")  # what was played is kept, each an infra error
+    assert rows and all(r["infra_error"].startswith("policy call failed: APIConnectionError") for r in rows)

@@ -9,7 +9,7 @@ from typing import Any
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from gym_nemo.eval.runner import PolicyConfig, format_results, run_suite
+    from gym_nemo.eval.runner import PolicyConfig, PolicyUnavailable, format_results, run_suite
     from gym_nemo.eval.suite import SuiteError, load_suite
 
     try:
@@ -45,6 +45,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     except (FileExistsError, SuiteError) as exc:  # SuiteError: task ids the env does not have, nothing to play
         print(f"gym-nemo eval: {exc}", file=sys.stderr)
         return 2
+    except PolicyUnavailable as exc:
+        print(f"gym-nemo eval: stopped, the policy is not answering: {exc}", file=sys.stderr)
+        return 1
     print(f"suite {suite.name} · policy {policy.label} · seed {suite.seed} · manifest {results['fingerprint']}")
     print(format_results(results))
     print(f"wrote {args.out}/results.json, manifest.json and rollouts/")

@@ -45,6 +45,10 @@ POLICY_KINDS = ("reference", "openai", "hf", "vllm")
 MAX_CONSECUTIVE_POLICY_FAILURES = 5
 
 
+class PolicyUnavailable(RuntimeError):
+    """The policy failed ``MAX_CONSECUTIVE_POLICY_FAILURES`` calls in a row: the run stops (rows so far are kept)."""
+
+
 @dataclass(frozen=True)
 class PolicyConfig:
     """Which policy plays the suite. ``model``: served name (openai), model dir/id (hf, vllm); ``name``: its label."""
@@ -332,7 +336,9 @@ class _TextRun:
         with self.lock:
             self.consecutive_failures += 1
             if self.consecutive_failures >= MAX_CONSECUTIVE_POLICY_FAILURES and self.error is None:
-                self.error = RuntimeError(f"{self.consecutive_failures} policy calls in a row failed; last: {error}")
+                self.error = PolicyUnavailable(
+                    f"{self.consecutive_failures} policy calls in a row failed; last: {error}"
+                )
 
 
 def _load_token_policy(policy: PolicyConfig) -> Any:
@@ -522,4 +528,13 @@ def format_results(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["POLICY_KINDS", "PinnedTasks", "PolicyConfig", "format_results", "read_rows", "run_suite", "score_run"]
+__all__ = [
+    "POLICY_KINDS",
+    "PinnedTasks",
+    "PolicyConfig",
+    "PolicyUnavailable",
+    "format_results",
+    "read_rows",
+    "run_suite",
+    "score_run",
+]
