@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -81,8 +81,6 @@ class Suite:
 
     def with_overrides(self, *, seed: int | None = None, sampling: Mapping[str, Any] | None = None) -> Suite:
         """The same suite with another seed and/or some sampling settings replaced (the CLI's flags)."""
-        from dataclasses import replace
-
         new_sampling = {**self.sampling, **{k: v for k, v in (sampling or {}).items() if v is not None}}
         return replace(self, seed=self.seed if seed is None else seed, sampling=new_sampling)
 
