@@ -210,36 +210,39 @@ class EnvServer:
         return True
 
     async def run_once(self, session: _Session, request_id: str | None, fn: Callable[[], Any]) -> Any:
-        """Run ``fn`` on the session's env once per ``request_id``; retries get the first run's reply."""
+        """Run ``fn`` on the session's env once per ``request_id``; retries get the first run's reply.
+
+        The call runs in a task of its own, so it finishes (and its reply is kept for a retry) even when the
+        client that sent it has gone."""
         if request_id is not None and request_id in session.replies:
             self.stats.count("replayed")
             return await asyncio.shield(session.replies[request_id])
         if session.busy:
             raise HTTPProblem(409, f"session {session.id!r} is running another request; send one at a time")
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        session.busy = True
+        reply = asyncio.ensure_future(self._run(session, request_id, fn))
+        reply.add_done_callback(lambda task: task.cancelled() or task.exception())  # retrieved, even if unawaited
         if request_id is not None:
-            session.replies[request_id] = future
+            session.replies[request_id] = reply
             while len(session.replies) > session.remembered:
                 session.replies.popitem(last=False)
-        session.busy = True
+        return await asyncio.shield(reply)
+
+    async def _run(self, session: _Session, request_id: str | None, fn: Callable[[], Any]) -> Any:
         try:
-            result = await self.call(fn)
-        except BaseException as exc:
-            if isinstance(exc, HTTPProblem) and exc.status == 503:  # refused, not run: a retry may run it
-                session.replies.pop(request_id or "", None)
-            elif isinstance(exc, TimeoutError):
-                session.broken = f"an env call overran {self.config.call_timeout_s:g} s"
-                exc = HTTPProblem(504, f"the env call did not finish within {self.config.call_timeout_s:g} s")
-            future.set_exception(exc)
-            future.exception()  # retrieved: no "never retrieved" warning when nobody retries
-            raise exc from None
+            return await self.call(fn)
+        except HTTPProblem as exc:
+            if exc.status == 503 and request_id is not None:  # refused, not run: a retry may run it
+                session.replies.pop(request_id, None)
+            raise
+        except TimeoutError:
+            session.broken = f"an env call overran {self.config.call_timeout_s:g} s"
+            raise HTTPProblem(504, f"the env call did not finish within {self.config.call_timeout_s:g} s") from None
         finally:
             session.busy = False
             session.last_used = time.monotonic()
             if session.closed:
                 await asyncio.get_running_loop().run_in_executor(self.executor, _close_quietly, session.env)
-        future.set_result(result)
-        return result
 
     async def expire(self) -> None:
         """Close sessions idle longer than ``session_ttl_s`` (run periodically)."""
