@@ -140,8 +140,9 @@ class RemoteEnv(gym.Env[str, str]):
                 reply = self._call("POST", f"/sessions/{self._session}/reset", body, deadline=deadline)
                 break
             except _Refused as exc:
-                if exc.status in (404, 410) and time.monotonic() < deadline:  # session lost: open another
-                    self._session = None
+                if exc.status in (404, 409, 410) and time.monotonic() < deadline:
+                    # the session is gone, unusable, or still busy with a step this client gave up on: open another
+                    self._drop_session()
                     continue
                 if exc.status == 400:
                     raise ValueError(f"the server refused the reset: {exc.message}") from None
