@@ -192,7 +192,9 @@ def test_graceful_shutdown_finishes_the_running_step_and_closes_every_env() -> N
 
         worker = threading.Thread(target=slow)
         worker.start()
-        time.sleep(0.4)
+        deadline = time.monotonic() + 10
+        while client.get("/metrics").json()["pending_env_calls"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
         code = server.stop(signal.SIGTERM)
         worker.join(30)
         assert code in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it has shut down
