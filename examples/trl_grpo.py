@@ -17,6 +17,7 @@ from pathlib import Path
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
+import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import GRPOConfig, GRPOTrainer
 
@@ -64,7 +65,7 @@ def main() -> None:
         save_strategy="no",
         disable_tqdm=True,
         seed=args.seed,
-        use_cpu=not args.use_vllm,
+        use_cpu=not torch.cuda.is_available(),
         use_vllm=args.use_vllm,
         vllm_mode="colocate",
     )
