@@ -7,15 +7,21 @@ each container over one persistent stdio stream.
 Protocol: frames of a 4-byte big-endian length + a UTF-8 JSON object, both ways. Requests carry ``id`` and
 ``op``: ``run`` | ``session_open`` | ``session_run`` | ``session_close`` | ``info`` | ``ping`` | ``shutdown``.
 
-Per call (``run``), with root on the host ("namespaces" mode):
-  fork -> own session/process group -> unshare(mount, pid, ipc, uts) -> fork again so the code runs as
-  pid 1 of a fresh pid namespace (when it exits the kernel kills everything it started) -> fresh /proc and
-  a fresh tmpfs scratch dir in a read-only skeleton root (/usr, /etc and the interpreter's prefix bound
-  read-only; nothing of /root, /home, /work, /tmp of the host) -> chroot -> rlimits -> an unprivileged uid
-  per slot -> no_new_privs + a seccomp filter -> scrubbed environment -> the code.
-The daemon itself lives in an empty network namespace (loopback down), is a child subreaper, enforces
-the wall timeout by killing the call's process group, and caps output. Without root it falls back to
-rlimits, process groups, the subreaper sweep, seccomp and a per-call scratch dir, and ``info`` says so.
+Processes: the daemon pre-forks one worker per core (an event loop over the client sockets); each worker
+starts a zygote, a fresh interpreter (this file, compiled once into the runtime dir) holding the warm
+modules, which forks every call process and reaps it; the worker never forks calls itself (see
+``_zygote_serve`` on why). The zygote keeps ``--ready`` call processes forked ahead of their calls.
+
+Per call, with root on the host ("namespaces" mode): a process forked ahead as pid 1 of a fresh pid
+namespace (when it exits the kernel kills everything it started) -> own session/process group -> new
+mount, IPC and UTS namespaces -> fresh /proc and /dev/shm in a read-only skeleton root (/usr, /etc and the
+interpreter's prefix bound read-only; nothing of /root, /home, /work, /tmp of the host) -> chroot -> waits
+for its call -> a fresh tmpfs scratch dir -> rlimits -> an unprivileged uid per slot -> no_new_privs + a
+seccomp filter -> scrubbed environment -> the code.
+The daemon itself lives in an empty network namespace (loopback down); the zygote is a child subreaper,
+the worker enforces the wall timeout by having the zygote kill the call's process group, and caps output.
+Without root it falls back to rlimits, process groups, the subreaper sweep, seccomp and a per-call
+scratch dir, and ``info`` says so.
 """
 
 from __future__ import annotations
@@ -26,7 +32,6 @@ import collections
 import contextlib
 import ctypes
 import errno
-import fcntl
 import gc
 import heapq
 import io
@@ -500,7 +505,7 @@ class _Plan:
     the child runs as few statements over as few objects as it can: plain tuples made just before the
     fork, one syscall a line (this halved the child's cost compared with building them in the child)."""
 
-    __slots__ = ("env", "language", "mounts", "rlimits", "session", "sys_path", "uid", "workdir")
+    __slots__ = ("env", "language", "rlimits", "scratch_mount", "session", "sys_path", "uid", "workdir")
 
     def __init__(self, iso: Isolation, req: dict) -> None:
         limits = _limits_for(req)
@@ -517,22 +522,12 @@ class _Plan:
             (resource.RLIMIT_NPROC, (int(limits["max_processes"]),) * 2),
             (resource.RLIMIT_CORE, (0, 0)),
         )
-        self.mounts: tuple = ()
-        if iso.namespaces:
-            skel, uid = iso.skeleton, self.uid
-            scratch = f"size={int(limits['scratch_mb'])}m,mode=700" + (f",uid={uid},gid={uid}" if uid else "")
-            nosuid_nodev = MS_NOSUID | MS_NODEV
-            self.mounts = (
-                (b"tmpfs", f"{skel}/tmp".encode(), b"tmpfs", ctypes.c_ulong(nosuid_nodev), scratch.encode()),
-                (
-                    b"tmpfs",
-                    f"{skel}/dev/shm".encode(),
-                    b"tmpfs",
-                    ctypes.c_ulong(nosuid_nodev | MS_NOEXEC),
-                    b"size=16m,mode=1777",
-                ),
-                (b"proc", f"{skel}/proc".encode(), b"proc", ctypes.c_ulong(nosuid_nodev | MS_NOEXEC), None),
-            )
+        self.scratch_mount: tuple | None = None
+        if iso.namespaces:  # mounted by the call process inside its root, once it knows the call's uid
+            uid = self.uid
+            options = f"size={int(limits['scratch_mb'])}m,mode=700" + (f",uid={uid},gid={uid}" if uid else "")
+            flags = ctypes.c_ulong(MS_NOSUID | MS_NODEV)
+            self.scratch_mount = (b"tmpfs", CALL_WORKDIR.encode(), b"tmpfs", flags, options.encode())
             self.workdir = CALL_WORKDIR
         else:
             self.workdir = req["scratch"]
@@ -540,22 +535,40 @@ class _Plan:
         self.sys_path = [self.workdir, *_CALL_SYS_PATH]
 
 
-def _child(iso: Isolation, plan: _Plan, fds: list[int]) -> None:
-    """The forked call process (never returns). ``fds``: stdin, stdout, stderr, status (and a session's
-    control socket), which become fds 0-3 (4). A ``run`` reads its code from stdin first (see ``_Run``)."""
+def _ready_child(iso: Isolation, ctl: int) -> None:
+    """A call process forked ahead of its call (never returns): it sets up what no call changes (own
+    session, namespaces, /proc and /dev/shm, chroot), then waits on ``ctl`` for its call: the request the
+    worker sent (a key of ``_PLANS``, or JSON) with stdin, stdout, stderr, status (and a session's control
+    socket), which become fds 0-3 (4). Then rlimits, scratch dir, uid, seccomp, and the code, which a
+    ``run`` reads from stdin first (see ``_Run``)."""
     code = 120
+    failed = None
+    fds: list[int] = []
     try:
-        signal.set_wakeup_fd(-1)  # the zygote's SIGCHLD wake-up pipe and handler are not ours
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        os.setsid()
-        for target, fd in enumerate(fds):  # the zygote keeps them above 4, so no dup2 clobbers another
+        try:
+            signal.set_wakeup_fd(-1)  # the zygote's SIGCHLD wake-up pipe and handler are not ours
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            os.setsid()
+            os.dup2(ctl, 3, inheritable=False)
+            os.closerange(4, 65536)  # nothing of the zygote (its socket, other calls' fds) stays reachable
+            if iso.namespaces:  # we are pid 1 of a fresh pid namespace (see _fork_ready)
+                unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS)
+                for args in _READY_MOUNTS:
+                    _check(_libc.mount(*args), "mount")
+                os.chroot(iso.skeleton)
+        except Exception:  # reported on the call's stderr, where the worker looks for it
+            failed = traceback.format_exc()
+        msg, fds, _, _ = socket.recv_fds(socket.socket(fileno=3), ZYGOTE_PACKET, 8)
+        if not msg:  # the zygote is gone, and no call came
+            os._exit(0)
+        for target, fd in enumerate(fds):  # fds arrive ascending from 4 up: no dup2 clobbers a later one
             os.dup2(fd, target, inheritable=target < 3)  # 0-2 the std streams, 3 status, 4 session control
-        os.closerange(len(fds), 65536)  # nothing of the zygote (its socket, other calls' fds) stays reachable
-        if iso.namespaces:  # we are pid 1 of a fresh pid namespace (see _zygote_serve)
-            unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS)
-            for args in plan.mounts:
-                _check(_libc.mount(*args), "mount")
-            os.chroot(iso.skeleton)
+        os.closerange(len(fds), 65536)
+        if failed:
+            raise RuntimeError(failed)
+        plan = _PLANS.get(msg) or _Plan(iso, json.loads(msg))
+        if plan.scratch_mount:
+            _check(_libc.mount(*plan.scratch_mount), "mount")
         os.chdir(plan.workdir)
         for which, limit in plan.rlimits:
             resource.setrlimit(which, limit)
@@ -714,9 +727,12 @@ def _session_loop(namespace: dict) -> int:
 #                     {"kill": pid}: SIGKILL the call's process group, if that pid is still an unreaped call
 #   zygote -> worker  {"exits": [[pid, wait status], ...]}, sent after it reaped them
 ZYGOTE_PACKET = 1 << 16
+READY_CALLS = 2  # call processes each zygote keeps forked ahead of their calls (--ready)
+_PLANS: dict[bytes, _Plan] = {}  # request bytes -> plan, in the zygote and (as forked) its ready processes
+_READY_MOUNTS: list[tuple] = []  # /dev/shm and /proc in the skeleton, mounted by every ready process
 
 
-def _zygote_serve(sock: socket.socket, iso: Isolation) -> None:
+def _zygote_serve(sock: socket.socket, iso: Isolation, ready_calls: int = READY_CALLS) -> None:
     """The zygote's loop (never returns): fork a call process for each request, reap them, report exits.
 
     The worker does not fork calls itself: every fork write-protects the forking process's pages, and the
@@ -749,7 +765,19 @@ def _zygote_serve(sock: socket.socket, iso: Isolation) -> None:
     own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC) if iso.namespaces else -1
     _CALL_STREAMS = _std_streams()
     calls: set[int] = set()
-    plans: dict[bytes, _Plan] = {}
+    ready: collections.deque[tuple[int, socket.socket]] = collections.deque()
+    if iso.namespaces:
+        skel = iso.skeleton
+        _READY_MOUNTS[:] = [
+            (
+                b"tmpfs",
+                f"{skel}/dev/shm".encode(),
+                b"tmpfs",
+                ctypes.c_ulong(MS_NOSUID | MS_NODEV | MS_NOEXEC),
+                b"size=16m,mode=1777",
+            ),
+            (b"proc", f"{skel}/proc".encode(), b"proc", ctypes.c_ulong(MS_NOSUID | MS_NODEV | MS_NOEXEC), None),
+        ]
     outbox: collections.deque[bytes] = collections.deque()
     poller = select.poll()
     poller.register(3, select.POLLIN)
@@ -771,16 +799,18 @@ def _zygote_serve(sock: socket.socket, iso: Isolation) -> None:
         outbox.append(json.dumps(reply).encode())
         flush()
 
-    post({"subreaper": subreaper})
     gc.collect()
     gc.freeze()
     _libc.malloc_trim(0)  # each page still mapped is copied by every fork and torn down at every exit
+    for _ in range(ready_calls):
+        ready.append(_fork_ready(iso, own_pidns))
+    post({"subreaper": subreaper})
     while True:
         events = dict(poller.poll())
         if wake_r in events:
             with contextlib.suppress(BlockingIOError):
                 os.read(wake_r, 512)
-        exits = _zygote_reap(iso, calls)
+        exits = _zygote_reap(iso, calls, ready)
         if exits:
             post({"exits": exits})
         elif events.get(3, 0) & select.POLLOUT:
@@ -795,41 +825,70 @@ def _zygote_serve(sock: socket.socket, iso: Isolation) -> None:
             for pid in calls:
                 _killpg(pid)
             os._exit(0)
-        try:
-            plan = plans.get(msg)
-            if plan is None:
-                req = json.loads(msg)
-                if "kill" in req:
-                    if req["kill"] in calls:
-                        _killpg(req["kill"])
-                    continue
+        if msg not in _PLANS:
+            req = json.loads(msg)
+            if "kill" in req:
+                if req["kill"] in calls:
+                    _killpg(req["kill"])
+                continue
+            try:
                 plan = _Plan(iso, req)
-                if len(plans) >= 64:
-                    plans.clear()
-                if req.get("scratch") is None:  # identical requests (same op, limits, uid) share a plan
-                    plans[msg] = plan
-            if min(fds, default=5) < 5:  # the child moves them to 0-4 in order: none may already sit there
-                low, fds = fds, [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 5) for fd in fds]
-                for fd in low:
+            except Exception as exc:
+                for fd in fds:
                     os.close(fd)
-            if iso.namespaces:  # the call is pid 1 of a new pid namespace: when it exits, all it started dies
-                unshare(CLONE_NEWPID)
-            pid = fork_bare()
-            if pid == 0:
-                _child(iso, plan, fds)  # never returns
+                post({"error": f"bad request: {type(exc).__name__}: {exc}"})
+                continue
+            if len(_PLANS) >= 64:
+                _PLANS.clear()
+            if req.get("scratch") is None:  # requests of one shape (op, limits, uid) share a plan
+                _PLANS[msg] = plan
+        try:
+            while True:  # hand the call to a ready process (one that died waiting is skipped)
+                pid, ctl = ready.popleft() if ready else _fork_ready(iso, own_pidns)
+                try:
+                    socket.send_fds(ctl, [msg], fds)
+                    break
+                except OSError:
+                    continue
+                finally:
+                    ctl.close()
             calls.add(pid)
             reply = {"pid": pid}
         except Exception as exc:
             reply = {"error": f"{type(exc).__name__}: {exc}"}
         finally:
-            if iso.namespaces:  # our own later children belong in our own pid namespace again
-                setns(own_pidns, CLONE_NEWPID)
             for fd in fds:
                 os.close(fd)
         post(reply)
+        while len(ready) < ready_calls:  # fork the next ones now, not when their calls come
+            try:
+                ready.append(_fork_ready(iso, own_pidns))
+            except OSError:
+                break
 
 
-def _zygote_reap(iso: Isolation, calls: set[int]) -> list[list[int]]:
+def _fork_ready(iso: Isolation, own_pidns: int) -> tuple[int, socket.socket]:
+    """Fork a call process ahead of its call (see ``_ready_child``); return its pid and control socket."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        if iso.namespaces:  # the call is pid 1 of a new pid namespace: when it exits, all it started dies
+            unshare(CLONE_NEWPID)
+        try:
+            pid = fork_bare()
+            if pid == 0:
+                _ready_child(iso, theirs.fileno())  # never returns
+        finally:
+            if iso.namespaces:  # our own later children belong in our own pid namespace again
+                setns(own_pidns, CLONE_NEWPID)
+    except BaseException:
+        ours.close()
+        raise
+    finally:
+        theirs.close()
+    return pid, ours
+
+
+def _zygote_reap(iso: Isolation, calls: set[int], ready: collections.deque) -> list[list[int]]:
     """Reap exited children; return ``[pid, wait status]`` of the calls among them. A call's process group
     is killed while the call is still a zombie, so that group id cannot have been reused yet."""
     exits = []
@@ -848,13 +907,13 @@ def _zygote_reap(iso: Isolation, calls: set[int]) -> list[list[int]]:
             calls.discard(pid)
             exits.append([pid, status])
     if exits and not iso.namespaces:
-        _sweep_orphans(calls)
+        _sweep_orphans(calls | {pid for pid, _ in ready})
     return exits
 
 
-def _sweep_orphans(calls: set[int]) -> None:
+def _sweep_orphans(keep: set[int]) -> None:
     """Without pid namespaces, kill what calls left behind: processes re-parented to us (a child subreaper)
-    that are no live call."""
+    that are not in ``keep`` (live calls and processes forked ahead)."""
     me = os.getpid()
     for _ in range(10):
         found = False
@@ -867,7 +926,7 @@ def _sweep_orphans(calls: set[int]) -> None:
             except OSError:
                 continue
             pid, ppid = int(entry), int(fields[1])
-            if ppid != me or pid in calls:
+            if ppid != me or pid in keep:
                 continue
             found = True
             with contextlib.suppress(ProcessLookupError):
@@ -886,8 +945,8 @@ def _sweep_orphans(calls: set[int]) -> None:
 class Zygote:
     """The worker's handle on its zygote (see ``_zygote_serve``): spawn calls, kill them, hear of exits."""
 
-    def __init__(self, iso: Isolation, loop: EventLoop) -> None:
-        self.iso, self.loop = iso, loop
+    def __init__(self, iso: Isolation, loop: EventLoop, ready_calls: int = READY_CALLS) -> None:
+        self.iso, self.loop, self.ready_calls = iso, loop, ready_calls
         self.on_exit: dict[int, object] = {}  # pid -> callback(wait status | None)
         self._exits: list[list[int]] = []
         self._start()
@@ -899,7 +958,15 @@ class Zygote:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         flags = [flag for flag, on in (("-I", sys.flags.isolated), ("-S", sys.flags.no_site)) if on]
         script = _ZYGOTE_SCRIPT or os.path.abspath(__file__)
-        argv = [sys.executable, *flags, script, "--zygote", str(theirs.fileno()), self.iso.state()]
+        argv = [
+            sys.executable,
+            *flags,
+            script,
+            "--zygote",
+            str(theirs.fileno()),
+            self.iso.state(),
+            str(self.ready_calls),
+        ]
         pid = fork_bare()
         if pid == 0:
             try:
@@ -1397,10 +1464,17 @@ class _SessionRun(_StdinFeeder):
 class Server:
     """The requests of one daemon process: calls bounded by slots, sessions, info, shutdown."""
 
-    def __init__(self, iso: Isolation, slots: range, idle_exit_s: float, session_uids: range = range(0)) -> None:
+    def __init__(
+        self,
+        iso: Isolation,
+        slots: range,
+        idle_exit_s: float,
+        session_uids: range = range(0),
+        ready_calls: int = READY_CALLS,
+    ) -> None:
         self.iso = iso
         self.loop = EventLoop()
-        self.zygote = Zygote(iso, self.loop)  # forked now, while this process is still small
+        self.zygote = Zygote(iso, self.loop, ready_calls)
         # Slots bound how many calls execute at once; each has its own uid, so RLIMIT_NPROC is per call.
         self.free_slots = list(slots)
         self.waiting: collections.deque = collections.deque()  # (start(slot), ...) for calls awaiting a slot
@@ -1677,6 +1751,7 @@ def serve_socket(args) -> None:
                     range(w * args.slots, (w + 1) * args.slots),
                     args.idle_exit,
                     range(session_base + w * per_sessions, session_base + (w + 1) * per_sessions),
+                    args.ready,
                 )
                 _serve_worker(server, listener)
             except BaseException:
@@ -1709,7 +1784,8 @@ def serve_stdio(args) -> None:
     runtime_dir = tempfile.mkdtemp(prefix="gym_nemo_fs_", dir=args.runtime_dir)
     _compile_zygote_script(runtime_dir)
     iso = Isolation(not args.no_namespaces, args.base_uid, args.slots, runtime_dir)
-    server = Server(iso, range(args.slots), args.idle_exit, range(args.slots, args.slots + args.max_sessions))
+    sessions = range(args.slots, args.slots + args.max_sessions)
+    server = Server(iso, range(args.slots), args.idle_exit, sessions, args.ready)
     out = os.dup(1)
     os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # nothing else may write into the protocol stream
     os.set_blocking(0, False)
@@ -1741,17 +1817,17 @@ def _compile_zygote_script(runtime_dir: str) -> None:
     _ZYGOTE_SCRIPT = py_compile.compile(os.path.abspath(__file__), cfile=target, doraise=True)
 
 
-def _zygote_main(fd: int, state: str) -> None:
-    """``forkserver.py --zygote FD STATE``: a worker's zygote, a fresh interpreter on socket FD."""
+def _zygote_main(fd: int, state: str, ready_calls: int) -> None:
+    """``forkserver.py --zygote FD STATE READY``: a worker's zygote, a fresh interpreter on socket FD."""
     iso = Isolation.restore(state)
     _prepare_to_fork()
-    _zygote_serve(socket.socket(fileno=fd), iso)
+    _zygote_serve(socket.socket(fileno=fd), iso, ready_calls)
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--zygote"]:
-        _zygote_main(int(argv[1]), argv[2])
+        _zygote_main(int(argv[1]), argv[2], int(argv[3]))
         return
     import argparse
 
@@ -1764,6 +1840,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--idle-exit", type=float, default=0.0, help="exit after this many idle seconds (0: never)")
     parser.add_argument("--workers", type=int, default=0, help="pre-forked server processes (default: one per core)")
     parser.add_argument("--max-sessions", type=int, default=1024)
+    parser.add_argument("--ready", type=int, default=READY_CALLS, help="call processes forked ahead, per worker")
     args = parser.parse_args(argv)
     if args.socket:
         serve_socket(args)
