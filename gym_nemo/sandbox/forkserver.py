@@ -489,6 +489,7 @@ class Isolation:
 # ----------------------------------------------------------------------------- the child side
 
 INFRA_MARK = b"\x00gym_nemo_setup_failed\x00"
+READY_MARK = b"\x00gym_nemo_ready\x00"  # a run's first stderr bytes: setup done, what follows is the code's
 CALL_WORKDIR = "/tmp"  # the scratch dir as calls see it inside the skeleton root
 
 
@@ -538,9 +539,10 @@ class _Plan:
 def _ready_child(iso: Isolation, ctl: int) -> None:
     """A call process forked ahead of its call (never returns): it sets up what no call changes (own
     session, namespaces, /proc and /dev/shm, chroot), then waits on ``ctl`` for its call: the request the
-    worker sent (a key of ``_PLANS``, or JSON) with stdin, stdout, stderr, status (and a session's control
-    socket), which become fds 0-3 (4). Then rlimits, scratch dir, uid, seccomp, and the code, which a
-    ``run`` reads from stdin first (see ``_Run``)."""
+    worker sent (a key of ``_PLANS``, or JSON) with stdin, stdout, stderr (and a session's control socket),
+    which become fds 0-2 (3). Then rlimits, scratch dir, uid, seccomp, and the code, which a ``run`` reads
+    from stdin first (see ``_Run``). Setup done, a run writes ``READY_MARK`` to stderr and a session
+    sends ``R`` on its control socket; anything else the worker sees is a setup failure."""
     code = 120
     failed = None
     fds: list[int] = []
@@ -562,7 +564,7 @@ def _ready_child(iso: Isolation, ctl: int) -> None:
         if not msg:  # the zygote is gone, and no call came
             os._exit(0)
         for target, fd in enumerate(fds):  # fds arrive ascending from 4 up: no dup2 clobbers a later one
-            os.dup2(fd, target, inheritable=target < 3)  # 0-2 the std streams, 3 status, 4 session control
+            os.dup2(fd, target, inheritable=target < 3)  # 0-2 the std streams, 3 a session's control socket
         os.closerange(len(fds), 65536)
         if failed:
             raise RuntimeError(failed)
@@ -585,8 +587,9 @@ def _ready_child(iso: Isolation, ctl: int) -> None:
         if "random" in sys.modules:  # fork_bare skipped the at-fork hook that gives each child its own seed
             sys.modules["random"].seed()
         source = "" if plan.session else _read_source()
-        os.write(3, b"R")  # setup done: from here on, failures are the code's own
-        os.close(3)
+        os.write(
+            3 if plan.session else 2, b"R" if plan.session else READY_MARK
+        )  # from here on, failures are the code's
         if plan.session:
             _redirect_std()
             code = _session_loop(_fresh_main(plan))
@@ -699,7 +702,7 @@ def _exec_program(language: str, code: str) -> None:
 
 def _session_loop(namespace: dict) -> int:
     """Serve ``session_run`` requests: new std streams arrive with each request over the control socket."""
-    ctl = socket.socket(fileno=4)
+    ctl = socket.socket(fileno=3)
     devnull = os.open("/dev/null", os.O_RDWR)
     while True:
         try:
@@ -1274,25 +1277,24 @@ class _Run(_StdinFeeder):
         stdin_r, self.stdin_w = os.pipe2(os.O_CLOEXEC)
         self.out_r, out_w = os.pipe2(os.O_CLOEXEC)
         self.err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        self.status_r, status_w = os.pipe2(os.O_CLOEXEC)
         self.start = time.monotonic()
         spec = {"op": "run", "language": req.get("language", "python"), "limits": limits, "uid": uid}
         spec["scratch"] = self.scratch
         self.status: int | None = None
         self.exited = False
         try:
-            self.pid = server.zygote.spawn(spec, [stdin_r, out_w, err_w, status_w], self._on_exit)
+            self.pid = server.zygote.spawn(spec, [stdin_r, out_w, err_w], self._on_exit)
         except BaseException:
-            for fd in (self.stdin_w, self.out_r, self.err_r, self.status_r):
+            for fd in (self.stdin_w, self.out_r, self.err_r):
                 os.close(fd)
             server.drop_scratch(self.scratch)
             raise
         finally:
-            for fd in (stdin_r, out_w, err_w, status_w):
+            for fd in (stdin_r, out_w, err_w):
                 os.close(fd)
         self.bufs = {self.out_r: bytearray(), self.err_r: bytearray()}
-        self.ready = bytearray()
-        self.open_fds = {self.out_r, self.err_r, self.status_r}
+        self.ready = False  # READY_MARK seen
+        self.open_fds = {self.out_r, self.err_r}
         self.truncated = self.timed_out = self.finished = False
         self.timers: list[list] = []
         for fd in self.open_fds:
@@ -1315,9 +1317,8 @@ class _Run(_StdinFeeder):
             self.open_fds.discard(fd)
             self._finish_if_done()
             return
-        if fd == self.status_r:
-            self.ready += chunk
-            return
+        if fd == self.err_r and not self.ready and chunk.startswith(READY_MARK):  # one atomic write, first
+            self.ready, chunk = True, chunk[len(READY_MARK) :]
         buf = self.bufs[fd]
         room = self.cap - len(buf)
         buf += chunk[: max(room, 0)]
@@ -1346,7 +1347,7 @@ class _Run(_StdinFeeder):
         for timer in self.timers:
             self.loop.cancel(timer)
         self._close_stdin()
-        for fd in (self.out_r, self.err_r, self.status_r):
+        for fd in (self.out_r, self.err_r):
             self.loop.remove_reader(fd)
             os.close(fd)
         if not self.exited:  # given up on: forget it, the zygote reaps it when it dies
@@ -1572,7 +1573,6 @@ class Server:
         uid_index = self.session_uids.pop()
         uid = self.uid_for(uid_index)
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        status_r, status_w = os.pipe2(os.O_CLOEXEC)
         null = os.open("/dev/null", os.O_RDWR)
         scratch = self.make_scratch(uid)
         spec = {"op": "session_open", "limits": _limits_for(req), "uid": uid, "scratch": scratch}
@@ -1582,21 +1582,18 @@ class Server:
             self.drop_scratch(scratch)
 
         try:
-            pid = self.zygote.spawn(spec, [null, null, null, status_w, child_sock.fileno()], exited)
+            pid = self.zygote.spawn(spec, [null, null, null, child_sock.fileno()], exited)
         except BaseException:
             parent_sock.close()
-            os.close(status_r)
             exited(None)
             raise
         finally:
             child_sock.close()
-            for fd in (status_w, null):
-                os.close(fd)
+            os.close(null)
 
         def settle(ok: bytes) -> None:
             self.loop.cancel(timer)
-            self.loop.remove_reader(status_r)
-            os.close(status_r)
+            self.loop.remove_reader(parent_sock.fileno())
             if ok != b"R":
                 self.zygote.kill(pid)
                 parent_sock.close()
@@ -1612,13 +1609,14 @@ class Server:
 
         def on_status() -> None:
             try:
-                settle(os.read(status_r, 1))
+                settle(parent_sock.recv(16, socket.MSG_DONTWAIT))
             except BlockingIOError:
                 return
+            except OSError:
+                settle(b"")
 
         timer = self.loop.call_later(10, lambda: settle(b""))
-        os.set_blocking(status_r, False)
-        self.loop.add_reader(status_r, on_status)
+        self.loop.add_reader(parent_sock.fileno(), on_status)
 
     def session_run(self, req: dict, done) -> None:
         sid = req.get("session", "")
