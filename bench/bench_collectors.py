@@ -1,7 +1,7 @@
 """Lock-step vs async token collectors on nemo/CodeExec-v0, each pair measured in the same run.
 
     python bench/bench_collectors.py [--envs 1,8,64] [--episodes-per-env 4] [--max-tokens 64]
-        [--policies instant,hf,vllm]
+        [--policies instant,hf,vllm] [--model-size tiny|0.5b]
 
 For every policy (an instant scripted policy: the envs and TokenEnv alone; the tiny random-init model on
 transformers, ``HFPolicy``; the same model on vLLM's engine, ``VLLMPolicy``, when vllm can be imported)
@@ -10,7 +10,9 @@ baseline) and ``collect_token_rollouts_async`` with n slots, on the same episode
 attempts, ``max_tokens`` a turn). Envs are built and warmed up before the clock starts (one warm-up run
 each), so both collectors time only the episodes. Prints episodes/s, policy tokens/s, the async/lock-step
 ratio and the env's share of the wall time (lock-step: env step time / wall; async: a slot's mean share),
-then one JSON line.
+then one JSON line. ``--model-size 0.5b`` uses a random model with a real 0.5B chat model's body (see
+``gym_nemo.testing.tiny_model``): its tokens cost what a real policy's do, so the env share it reports is the
+env's overhead in a real rollout of that size.
 
 torch runs single-threaded here (``OMP_NUM_THREADS=1`` unless set): on this 2-core machine under load, a
 2-thread OpenMP ``generate`` called from the main thread (where lock-step calls it) took ~11 s for 64 tokens
@@ -105,12 +107,14 @@ def main() -> None:
     parser.add_argument("--min-episodes", type=int, default=32)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--policies", default="instant,hf,vllm")
+    parser.add_argument("--model-size", default="tiny", choices=("tiny", "0.5b"))
     args = parser.parse_args()
     sampling = SamplingParams(max_tokens=args.max_tokens, seed=0)
     results: dict[str, Any] = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "load_before": load()}
-    print(f"machine: {results['machine']}; load average before: {results['load_before']}")
+    results["model_size"] = args.model_size
+    print(f"machine: {results['machine']}; model: {args.model_size}; load average before: {results['load_before']}")
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = build_tiny_model(os.path.join(tmp, "tiny"))
+        model_dir = build_tiny_model(os.path.join(tmp, "model"), size=args.model_size)
         hf = HFPolicy(model_dir)
         policies: dict[str, Callable[[], TokenPolicy]] = {
             "instant": lambda: InstantPolicy(hf.tokenizer),
@@ -121,7 +125,7 @@ def main() -> None:
 
             from gym_nemo.policies import VLLMPolicy
 
-            policies["vllm"] = lambda: VLLMPolicy(model_dir, kv_cache_memory_bytes=1 << 30)
+            policies["vllm"] = lambda: VLLMPolicy(model_dir, kv_cache_memory_bytes=2 << 30)
         except ImportError as exc:
             print(f"vLLM rows skipped: vllm cannot be imported ({exc})")
         for name in args.policies.split(","):

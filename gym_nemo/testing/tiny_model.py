@@ -15,6 +15,11 @@ Three chat-template families (``CHAT_TEMPLATES``), each with the special tokens 
 * ``"chatml_drop_think"``: ``"chatml"``, except that ``<think>...</think>`` is dropped from every assistant
   message before the last user message (as Qwen3's template does): a template that rewrites history.
 
+``size="0.5b"`` builds the same kind of random model with the body of a real small chat model (Qwen2.5-0.5B's
+layer count and widths, ~360M parameters without the embeddings, 1.4 GB in fp32): its text is as random,
+but each generated token costs what a real 0.5B policy's does, which is what the collector benchmark needs
+to measure the env's share of a real rollout's time offline.
+
 Requires the ``[hf]`` extra (torch, transformers).
 """
 
@@ -168,8 +173,17 @@ def build_tokenizer(template: str = "chatml", vocab_size: int = 2048) -> Any:
     )
 
 
-def build_tiny_model(path: str | Path, template: str = "chatml", *, seed: int = 0) -> Path:
-    """Write a random-init tiny ``LlamaForCausalLM`` (fp32) and its tokenizer to ``path``; return ``path``.
+MODEL_SIZES: dict[str, dict[str, int]] = {
+    "tiny": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2,
+             "num_key_value_heads": 2, "head_dim": 32},
+    "0.5b": {"hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24, "num_attention_heads": 14,
+             "num_key_value_heads": 2, "head_dim": 64},
+}  # fmt: skip
+
+
+def build_tiny_model(path: str | Path, template: str = "chatml", *, seed: int = 0, size: str = "tiny") -> Path:
+    """Write a random-init ``LlamaForCausalLM`` (fp32, ``MODEL_SIZES[size]``) and its tokenizer to ``path``;
+    return ``path``.
 
     Loadable with ``AutoModelForCausalLM.from_pretrained(path)`` / ``AutoTokenizer.from_pretrained(path)``.
     """
@@ -180,12 +194,7 @@ def build_tiny_model(path: str | Path, template: str = "chatml", *, seed: int = 
     tokenizer = build_tokenizer(template)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        head_dim=32,
+        **MODEL_SIZES[size],
         max_position_embeddings=4096,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
