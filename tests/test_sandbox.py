@@ -1,11 +1,14 @@
 """The Sandbox protocol on every backend: runs, limits, languages, sessions, selection."""
 
 import json
+import os
+import signal
+import threading
 import time
 
 import pytest
 
-from gym_nemo.sandbox import LocalSandbox, Sandbox, SandboxRequirementError, get_sandbox
+from gym_nemo.sandbox import ExecResult, Limits, LocalSandbox, Sandbox, SandboxRequirementError, get_sandbox
 
 
 def test_runs_code_with_stdin(sandbox: Sandbox) -> None:
@@ -152,3 +155,44 @@ def test_docker_fresh_container_per_session() -> None:
     time.sleep(0.5)
     assert {c.name for c in box.docker.containers.list(filters=label)} <= before  # removed with the session
     box.remove_pool()
+
+
+def _zygote_family() -> dict[int, int]:
+    """pid -> parent pid of every process started as a fork-server zygote (zygotes, and the call
+    processes they fork, which carry the same command line)."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                argv = fh.read().split(b"\0")
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                ppid = int(fh.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError):
+            continue
+        if b"--zygote" in argv:
+            found[int(entry)] = ppid
+    return found
+
+
+def test_a_dead_zygote_is_an_infra_error_and_is_replaced() -> None:
+    """The process that forks calls dies (it never should): the call in flight reports an infra error,
+    every process it had forked goes, and the next calls run on a new zygote."""
+    box = LocalSandbox(Limits(timeout_s=20))
+    assert box.run("print(1)").stdout == "1\n"
+    family = _zygote_family()
+    zygotes = {pid for pid, ppid in family.items() if ppid not in family}
+    assert zygotes, "no zygote process found"
+    result: dict[str, ExecResult] = {}
+    waiter = threading.Thread(target=lambda: result.update(r=box.run("import time\ntime.sleep(15)")))
+    waiter.start()
+    time.sleep(1.0)
+    for pid in zygotes:
+        os.kill(pid, signal.SIGKILL)
+    waiter.join(timeout=10)
+    assert not waiter.is_alive(), "the call in flight hung when its zygote died"
+    assert result["r"].infra_error, result["r"]
+    assert [box.run("print(2)").stdout for _ in range(3)] == ["2\n"] * 3
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and set(family) & set(_zygote_family()):
+        time.sleep(0.05)
+    assert not set(family) & set(_zygote_family()), "a process of the dead zygote survived"

@@ -846,13 +846,15 @@ def _zygote_serve(sock: socket.socket, iso: Isolation, ready_calls: int = READY_
             if req.get("scratch") is None:  # requests of one shape (op, limits, uid) share a plan
                 _PLANS[msg] = plan
         try:
-            while True:  # hand the call to a ready process (one that died waiting is skipped)
+            tries = len(ready) + 3
+            for attempt in range(tries):  # hand the call to a ready process; skip any that died waiting
                 pid, ctl = ready.popleft() if ready else _fork_ready(iso, own_pidns)
                 try:
                     socket.send_fds(ctl, [msg], fds)
                     break
                 except OSError:
-                    continue
+                    if attempt == tries - 1:
+                        raise
                 finally:
                     ctl.close()
             calls.add(pid)
@@ -936,13 +938,7 @@ def _sweep_orphans(keep: set[int]) -> None:
                 os.kill(pid, signal.SIGKILL)
         if not found:
             return
-        while True:  # reap the orphans we killed
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid == 0:
-                break
+        _reap_all()  # the orphans we killed
 
 
 class Zygote:
@@ -1046,7 +1042,7 @@ class Zygote:
         lost, self.on_exit = self.on_exit, {}
         for pid in lost:  # re-parented to us (a subreaper) and not reaped yet, so the ids are still theirs
             _killpg(pid)
-        self.reap()
+        _reap_all()
         for callback in lost.values():
             callback(None)
         self._start()
@@ -1063,27 +1059,23 @@ class Zygote:
             time.sleep(0.005)
         _kill(self.pid, signal.SIGKILL)
 
-    @staticmethod
-    def reap() -> None:
-        """Collect exited children of the worker (a dead zygote; orphans re-parented to the worker)."""
-        while True:
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
+
+def _reap_all() -> None:
+    """Collect every exited child, without waiting."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
 
 
 # ----------------------------------------------------------------------------- the daemon side
 
 
 class EventLoop:
-    """A small callback loop over ``selectors``, for the processes that fork calls.
-
-    Every fork copies the forking process's page tables and every page either side writes afterwards, so
-    the process that forks must stay lean: importing asyncio roughly doubles what each call copies, and a
-    separate forking process costs a round trip per call. This loop is all the daemon needs."""
+    """A small callback loop over ``selectors``: a worker's requests, pipes and timers (all it needs)."""
 
     def __init__(self) -> None:
         self.selector = selectors.DefaultSelector()
@@ -1356,12 +1348,12 @@ class _Run(_StdinFeeder):
         duration = time.monotonic() - self.start
         rc = None if self.status is None else os.waitstatus_to_exitcode(self.status)
         stderr = bytes(self.bufs[self.err_r])
-        if not self.ready:
+        if self.exited and self.status is None:  # not the code's doing: it was killed with its zygote
+            result = {"infra_error": "the fork server's zygote died; the call was killed", "duration_s": duration}
+        elif not self.ready:
             detail = stderr.split(INFRA_MARK, 1)[-1].decode("utf-8", "replace").strip()
             if self.timed_out:
                 detail = "sandbox setup timed out"
-            elif self.exited and self.status is None:
-                detail = "the fork server's zygote died"
             result = {
                 "infra_error": f"sandbox setup failed: {detail[-2000:] or f'exit status {rc}'}",
                 "duration_s": duration,
@@ -1641,7 +1633,7 @@ class Server:
 
     # -- lifetime
     def _idle_watch(self) -> None:
-        self.zygote.reap()  # orphans re-parented to us, if the zygote ever died
+        _reap_all()  # a zygote that died, and orphans re-parented to us
         idle = time.monotonic() - self.last_activity
         if self.idle_exit_s > 0 and self.clients == 0 and idle > self.idle_exit_s:
             self.loop.stopping = True
