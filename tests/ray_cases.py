@@ -8,6 +8,7 @@ given (checked below: in the namespace, every listening socket can only be reach
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -104,6 +105,17 @@ def test_ray_vector_env_with_the_collector(local_ray, tmp_path) -> None:
     assert all(line["verdict"]["passed"] and line["versions"]["env"] == "nemo/Math-v0" for line in lines)
 
 
+def _wait_until_dead(actor, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            ray.get(actor.where.remote(), timeout=5)
+        except ray.exceptions.RayActorError:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the killed actor still answers")
+
+
 def test_a_lost_actor_is_an_infra_error_and_is_replaced(local_ray) -> None:
     from gym_nemo.serve.ray import make_ray_vec
     from gym_nemo.vector import unbatch_info
@@ -112,6 +124,7 @@ def test_a_lost_actor_is_an_infra_error_and_is_replaced(local_ray) -> None:
     try:
         envs.reset(seed=0)
         ray.kill(envs.actors[0], no_restart=True)  # the worker process is gone mid-episode
+        _wait_until_dead(envs.actors[0])  # ray.kill returns before the actor is gone
         obs, rewards, terminated, truncated, infos = envs.step(["\\boxed{1}", "\\boxed{1}"])
         lost, fine = unbatch_info(infos, 0), unbatch_info(infos, 1)
         assert truncated[0] and not terminated[0] and rewards[0] == 0.0
