@@ -51,6 +51,7 @@ import tempfile
 import time
 import traceback
 import types
+from collections.abc import Callable
 
 PROTOCOL = 1
 _HEADER = struct.Struct(">I")
@@ -148,7 +149,7 @@ def fork_bare() -> int:
     warm module that imports ``subprocess`` does) its hook alone roughly doubles the cost of a fork here,
     because it touches objects all over the heap and so copies their pages. With one thread and the GIL
     held through the call, the child's interpreter state is exactly the parent's and needs no repair;
-    the one hook that matters, ``random``'s reseed, is redone in the child by ``_child``."""
+    the one hook that matters, ``random``'s reseed, is redone in the child by ``_ready_child``."""
     pid = _libc_gil.fork()
     if pid < 0:
         err = ctypes.get_errno()
@@ -383,11 +384,12 @@ class Isolation:
             self.scratch_base = tempfile.mkdtemp(prefix="gym_nemo_scratch_")
             os.chmod(self.scratch_base, 0o711)
 
-    _STATE = ("root", "runtime_dir", "base_uid", "slots", "namespaces", "network_namespace", "skeleton", "notes")
+    _STATE = ("root", "runtime_dir", "base_uid", "slots", "namespaces", "network_namespace", "skeleton")
+    _STATE += ("notes", "scratch_base")
 
     def state(self) -> str:
         """What a zygote needs to know of this isolation; it runs inside the namespaces set up here."""
-        return json.dumps({name: getattr(self, name) for name in (*self._STATE, "scratch_base")})
+        return json.dumps({name: getattr(self, name) for name in self._STATE})
 
     @classmethod
     def restore(cls, state: str) -> Isolation:
@@ -740,7 +742,7 @@ def _zygote_serve(sock: socket.socket, iso: Isolation, ready_calls: int = READY_
 
     The worker does not fork calls itself: every fork write-protects the forking process's pages, and the
     worker's event loop then touches hundreds of them per call, each one a page fault and usually a copy.
-    The zygote is forked from the worker before its loop exists and runs only this small loop. It exits,
+    The zygote is a fresh interpreter (see ``Zygote._start``) that runs only this small loop. It exits,
     killing its calls, when the worker hangs up. It never blocks on a send (the socket holds only 10
     packets each way): replies wait in an outbox until the worker reads."""
     global _CALL_STREAMS
@@ -946,7 +948,7 @@ class Zygote:
 
     def __init__(self, iso: Isolation, loop: EventLoop, ready_calls: int = READY_CALLS) -> None:
         self.iso, self.loop, self.ready_calls = iso, loop, ready_calls
-        self.on_exit: dict[int, object] = {}  # pid -> callback(wait status | None)
+        self.on_exit: dict[int, Callable[[int | None], None]] = {}  # pid -> callback(wait status | None)
         self._exits: list[list[int]] = []
         self._start()
 
@@ -1270,8 +1272,8 @@ class _Run(_StdinFeeder):
         self.out_r, out_w = os.pipe2(os.O_CLOEXEC)
         self.err_r, err_w = os.pipe2(os.O_CLOEXEC)
         self.start = time.monotonic()
-        spec = {"op": "run", "language": req.get("language", "python"), "limits": limits, "uid": uid}
-        spec["scratch"] = self.scratch
+        language = req.get("language", "python")
+        spec = {"op": "run", "language": language, "limits": limits, "uid": uid, "scratch": self.scratch}
         self.status: int | None = None
         self.exited = False
         try:
@@ -1686,7 +1688,7 @@ _CALL_SYS_PATH: list[str] = []  # the interpreter's sys.path minus entries that 
 
 
 def _prepare_to_fork() -> None:
-    """Do once in the process that forks calls what every call would otherwise repeat: import the modules
+    """Do once in the zygote, the process that forks calls, what every call would otherwise repeat: import the modules
     user code commonly needs, scrub the environment the calls inherit (``os.environ.clear()`` unsets one
     variable at a time, ~150 us per call), and settle the calls' ``sys.path``."""
     for name in WARM_MODULES:
@@ -1717,7 +1719,6 @@ def _serve_worker(server: Server, listener: socket.socket) -> None:
 
 def serve_socket(args) -> None:
     """Bind the socket, set up isolation once, pre-fork one worker per core, wait for them all to exit."""
-    _prepare_to_fork()
     runtime_dir = tempfile.mkdtemp(prefix="gym_nemo_fs_", dir=args.runtime_dir)  # removed at exit
     _compile_zygote_script(runtime_dir)
     iso = Isolation(not args.no_namespaces, args.base_uid, args.slots, runtime_dir)
@@ -1769,7 +1770,6 @@ def serve_socket(args) -> None:
 
 def serve_stdio(args) -> None:
     """Serve one client over stdin/stdout (e.g. ``docker exec -i`` or an attached container)."""
-    _prepare_to_fork()
     prctl(PR_SET_CHILD_SUBREAPER, 1)
     runtime_dir = tempfile.mkdtemp(prefix="gym_nemo_fs_", dir=args.runtime_dir)
     _compile_zygote_script(runtime_dir)
