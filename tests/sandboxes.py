@@ -21,6 +21,8 @@ def make_backend(name: str) -> Sandbox:
         if os.geteuid() != 0:
             pytest.skip("local-process differs from local only when running as root")
         box = LocalSandbox(LIMITS, namespaces=False)
+    elif name == "local-pysetup":  # call processes set up by the Python path, where no C compiler is found
+        box = LocalSandbox(LIMITS, call_setup="python")
     elif name == "docker":
         from gym_nemo.sandbox.docker import DockerSandbox, docker_unavailable_reason
 
@@ -43,7 +45,7 @@ def make_backend(name: str) -> Sandbox:
     return box
 
 
-BACKENDS = ["local", "local-process", "docker", "docker-gvisor"]
+BACKENDS = ["local", "local-pysetup", "local-process", "docker", "docker-gvisor"]
 
 
 def gvisor_unavailable_reason() -> str | None:

@@ -32,7 +32,7 @@ from typing import Any
 from gym_nemo.sandbox import forkserver
 from gym_nemo.sandbox.base import Limits
 from gym_nemo.sandbox.client import ForkServerBackend, ForkServerClient
-from gym_nemo.sandbox.local import FORKSERVER, runtime_dir
+from gym_nemo.sandbox.local import FORKSERVER, runtime_dir, server_digest
 
 DEFAULT_IMAGE = "gym-nemo-sandbox:1"
 CONTAINER_UID = 1000
@@ -157,7 +157,7 @@ class DockerSandbox(ForkServerBackend):
         self.transport = transport or ("attach" if runtime == "runsc" else "socket")
         if self.transport not in ("socket", "attach"):
             raise ValueError(f"transport must be 'socket' or 'attach', got {transport!r}")
-        server = hashlib.sha256(FORKSERVER.read_bytes()).hexdigest()
+        server = server_digest()
         ident = json.dumps(
             [self.image_id, server, slots, self._settings(), repr(self.limits), self.transport], sort_keys=True
         )
@@ -169,6 +169,7 @@ class DockerSandbox(ForkServerBackend):
         self._pid = os.getpid()
         self._pool_lock = threading.Lock()
         self._info: dict[str, Any] | None = None
+        self._call_setup: str | None = None
 
     # -- containers
     def _settings(self) -> dict[str, Any]:
@@ -188,6 +189,13 @@ class DockerSandbox(ForkServerBackend):
             "environment": {"LANG": "C.UTF-8"},
             "runtime": self.runtime,
         }
+
+    def _call_setup_library(self) -> str | None:
+        """``callsetup.c`` built on the host (cached in the runtime dir), for the containers to load."""
+        if self._call_setup is None:
+            rt = str(runtime_dir())
+            self._call_setup = forkserver.build_call_setup(rt, rt)[0] or ""
+        return self._call_setup or None
 
     def _start_container(self, pooled: bool = True) -> _Container:
         from docker.types import Ulimit
@@ -209,6 +217,10 @@ class DockerSandbox(ForkServerBackend):
             # other tests) with call processes forked ahead; forking each on demand, it does not.
             server += ["--ready", "0"]
         volumes = {str(FORKSERVER): {"bind": "/opt/gym_nemo/forkserver.py", "mode": "ro"}}
+        library = self._call_setup_library()
+        if library:  # built on the host once, not in every container (it needs only glibc >= 2.14)
+            volumes[library] = {"bind": "/opt/gym_nemo/callsetup.so", "mode": "ro"}
+            server += ["--call-setup-lib", "/opt/gym_nemo/callsetup.so"]
         host_dir = self.pool_dir / name
         if self.transport == "socket":
             host_dir.mkdir(mode=0o700)

@@ -302,8 +302,8 @@ class SeccompFilter:
 
     def __init__(self, program: bytes) -> None:
         self._buffer = ctypes.create_string_buffer(program)
-        self._fprog = _SockFprog(len(program) // 8, ctypes.addressof(self._buffer))
-        self._args = (PR_SET_SECCOMP, ctypes.c_ulong(SECCOMP_MODE_FILTER), ctypes.byref(self._fprog), 0, 0)
+        self.fprog = _SockFprog(len(program) // 8, ctypes.addressof(self._buffer))
+        self._args = (PR_SET_SECCOMP, ctypes.c_ulong(SECCOMP_MODE_FILTER), ctypes.byref(self.fprog), 0, 0)
 
     def install(self) -> None:
         prctl(PR_SET_NO_NEW_PRIVS, 1)
@@ -378,6 +378,7 @@ class Isolation:
                 self.notes.append(f"namespaces unavailable ({exc}); falling back to process isolation")
         elif want_namespaces:
             self.notes.append("not root: no namespaces, chroot or uid switch; process isolation only")
+        self.call_setup: str | None = None  # callsetup.c compiled (see use_call_setup)
         self.scratch_base = None
         if not self.namespaces:
             # Outside the private runtime dir, so slot uids can reach their own dir (0711: not list others).
@@ -385,7 +386,7 @@ class Isolation:
             os.chmod(self.scratch_base, 0o711)
 
     _STATE = ("root", "runtime_dir", "base_uid", "slots", "namespaces", "network_namespace", "skeleton")
-    _STATE += ("notes", "scratch_base")
+    _STATE += ("notes", "scratch_base", "call_setup")
 
     def state(self) -> str:
         """What a zygote needs to know of this isolation; it runs inside the namespaces set up here."""
@@ -441,6 +442,23 @@ class Isolation:
         self.skeleton = skeleton
         self.namespaces = True
 
+    def use_call_setup(self, how: str, cache_dir: str | None, library: str | None = None) -> None:
+        """Set up calls in C where ``callsetup.c`` compiles or ``library`` (its build) loads; else in Python."""
+        if how == "python":
+            self.notes.append("call setup in Python (--call-setup python)")
+            return
+        why = None
+        if not library:
+            library, why = build_call_setup(cache_dir or self.runtime_dir, self.runtime_dir)
+        if library:
+            try:
+                ctypes.CDLL(library)
+            except OSError as exc:
+                library, why = None, f"callsetup library does not load ({exc}): call setup in Python"
+        self.call_setup = library
+        if why:
+            self.notes.append(why)
+
     @staticmethod
     def _bind_ro(source: str, target: str) -> None:
         os.makedirs(target, mode=0o755, exist_ok=True)
@@ -476,6 +494,7 @@ class Isolation:
             "python": sys.version.split()[0],
             "machine": platform.machine(),
             "slots": self.slots,
+            "call_setup": "c" if self.call_setup else "python",
             "protocol": PROTOCOL,
         }
 
@@ -508,7 +527,7 @@ class _Plan:
     the child runs as few statements over as few objects as it can: plain tuples made just before the
     fork, one syscall a line (this halved the child's cost compared with building them in the child)."""
 
-    __slots__ = ("env", "language", "rlimits", "scratch_mount", "session", "sys_path", "uid", "workdir")
+    __slots__ = ("c", "env", "language", "rlimits", "scratch_mount", "session", "sys_path", "uid", "workdir")
 
     def __init__(self, iso: Isolation, req: dict) -> None:
         limits = _limits_for(req)
@@ -539,78 +558,128 @@ class _Plan:
 
 
 def _ready_child(iso: Isolation, ctl: int) -> None:
-    """A call process forked ahead of its call (never returns): it sets up what no call changes (own
-    session, namespaces, /proc and /dev/shm, chroot), then waits on ``ctl`` for its call: the request the
-    worker sent (a key of ``_PLANS``, or JSON) with stdin, stdout, stderr (and a session's control socket),
-    which become fds 0-2 (3). Then rlimits, scratch dir, uid, seccomp, and the code, which a ``run`` reads
-    from stdin first (see ``_Run``). Setup done, a run writes ``READY_MARK`` to stderr and a session
-    sends ``R`` on its control socket; anything else the worker sees is a setup failure."""
+    """A call process forked ahead of its call, set up in Python (never returns; ``callsetup.c`` does the
+    same steps faster where a C compiler was found). It sets up what no call changes (``_prepare_call``),
+    waits on ``ctl`` for its call (``_receive_call``), applies the call's limits (``_limit_call``) and runs
+    it (``_run_call``)."""
     code = 120
     failed = None
-    fds: list[int] = []
     try:
         try:
-            signal.set_wakeup_fd(-1)  # the zygote's SIGCHLD wake-up pipe and handler are not ours
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            os.setsid()
-            os.dup2(ctl, 3, inheritable=False)
-            os.closerange(4, 65536)  # nothing of the zygote (its socket, other calls' fds) stays reachable
-            if iso.namespaces:  # we are pid 1 of a fresh pid namespace (see _fork_ready)
-                unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS)
-                for args in _READY_MOUNTS:
-                    _check(_libc.mount(*args), "mount")
-                os.chroot(iso.skeleton)
+            _prepare_call(iso, ctl)
         except Exception:  # reported on the call's stderr, where the worker looks for it
             failed = traceback.format_exc()
-        msg, fds, _, _ = socket.recv_fds(socket.socket(fileno=3), ZYGOTE_PACKET, 8)
+        msg = _receive_call()
         if not msg:  # the zygote is gone, and no call came
             os._exit(0)
-        for target, fd in enumerate(fds):  # fds arrive ascending from 4 up: no dup2 clobbers a later one
-            os.dup2(fd, target, inheritable=target < 3)  # 0-2 the std streams, 3 a session's control socket
-        os.closerange(len(fds), 65536)
         if failed:
             raise RuntimeError(failed)
         plan = _PLANS.get(msg) or _Plan(iso, json.loads(msg))
-        if plan.scratch_mount:
-            _check(_libc.mount(*plan.scratch_mount), "mount")
-        os.chdir(plan.workdir)
-        for which, limit in plan.rlimits:
-            resource.setrlimit(which, limit)
-        if plan.uid:
-            os.setgroups([])
-            os.setgid(plan.uid)
-            os.setuid(plan.uid)
-        if iso.seccomp is not None:
-            iso.seccomp.install()
-        else:
-            prctl(PR_SET_NO_NEW_PRIVS, 1)
-        if plan.env:
-            os.environ.update(plan.env)
-        if "random" in sys.modules:  # fork_bare skipped the at-fork hook that gives each child its own seed
-            sys.modules["random"].seed()
-        source = "" if plan.session else _read_source()
-        os.write(
-            3 if plan.session else 2, b"R" if plan.session else READY_MARK
-        )  # from here on, failures are the code's
-        if plan.session:
-            _redirect_std()
-            code = _session_loop(_fresh_main(plan))
-        elif plan.language != "python":
-            _exec_program(plan.language, source)
-        else:
-            sys.stdin, sys.stdout, sys.stderr = _CALL_STREAMS
-            code = _exec_python(source, _fresh_main(plan))
-            try:  # noqa: SIM105
-                atexit._run_exitfuncs()
-            except BaseException:
-                pass
-            _flush_std()
+        code = _run_call(plan, _limit_call(iso, plan))
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.write(2, INFRA_MARK + traceback.format_exc().encode(errors="replace"))
-        code = 120
+        _report_setup_failure()
     finally:
         os._exit(code)
+
+
+def _ready_child_c(iso: Isolation) -> None:
+    """A call process that ``callsetup.c`` forked and set up as far as it could (never returns): for a
+    request of a known plan everything up to the code, else up to the request (Python does the rest)."""
+    code = 120
+    try:
+        signal.set_wakeup_fd(-1)  # the zygote's SIGCHLD wake-up pipe is not ours (C reset the handler)
+        result = _CALL_SETUP.result
+        if not result.msg_len:  # the zygote is gone, and no call came
+            os._exit(0)
+        if result.stage:
+            raise RuntimeError(f"call setup failed: {_C_SETUP_STAGES[result.stage]}: {os.strerror(result.error)}")
+        if result.plan < 0:  # a request of no cached plan
+            plan = _Plan(iso, json.loads(ctypes.string_at(_CALL_SETUP.msg, result.msg_len)))
+            source = _limit_call(iso, plan)
+        else:
+            plan = _PLAN_LIST[result.plan]
+            source = (
+                "" if plan.session else ctypes.string_at(result.source, result.source_len).decode("utf-8", "replace")
+            )
+        code = _run_call(plan, source)
+    except BaseException:
+        _report_setup_failure()
+    finally:
+        os._exit(code)
+
+
+def _report_setup_failure() -> None:
+    with contextlib.suppress(OSError):
+        os.write(2, INFRA_MARK + traceback.format_exc().encode(errors="replace"))
+
+
+def _prepare_call(iso: Isolation, ctl: int) -> None:
+    """What no call changes: own session, ``ctl`` on fd 3 and no other fd of the zygote, and with
+    namespaces (we are pid 1 of a fresh pid namespace, see ``_fork_ready``) new mount, IPC and UTS
+    namespaces with fresh /proc and /dev/shm in the skeleton root, and chroot into it."""
+    signal.set_wakeup_fd(-1)  # the zygote's SIGCHLD wake-up pipe and handler are not ours
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    os.setsid()
+    os.dup2(ctl, 3, inheritable=False)
+    os.closerange(4, 65536)  # nothing of the zygote (its socket, other calls' fds) stays reachable
+    if iso.namespaces:
+        unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS)
+        for args in _READY_MOUNTS:
+            _check(_libc.mount(*args), "mount")
+        os.chroot(iso.skeleton)
+
+
+def _receive_call() -> bytes:
+    """Wait on fd 3 for the call: the request the worker sent (a key of ``_PLANS``, or JSON) with stdin,
+    stdout, stderr (and a session's control socket), which become fds 0-2 (3). Empty: the zygote hung up."""
+    msg, fds, _, _ = socket.recv_fds(socket.socket(fileno=3), ZYGOTE_PACKET, 8)
+    for target, fd in enumerate(fds):  # fds arrive ascending from 4 up: no dup2 clobbers a later one
+        os.dup2(fd, target, inheritable=target < 3)  # 0-2 the std streams, 3 a session's control socket
+    os.closerange(len(fds), 65536)
+    return msg
+
+
+def _limit_call(iso: Isolation, plan: _Plan) -> str:
+    """The call's own setup: scratch dir, rlimits, uid, seccomp; a run's code read from stdin. Done, a
+    run writes ``READY_MARK`` to stderr and a session sends ``R`` on its control socket: anything else
+    the worker sees first is a setup failure."""
+    if plan.scratch_mount:
+        _check(_libc.mount(*plan.scratch_mount), "mount")
+    os.chdir(plan.workdir)
+    for which, limit in plan.rlimits:
+        resource.setrlimit(which, limit)
+    if plan.uid:
+        os.setgroups([])
+        os.setgid(plan.uid)
+        os.setuid(plan.uid)
+    if iso.seccomp is not None:
+        iso.seccomp.install()
+    else:
+        prctl(PR_SET_NO_NEW_PRIVS, 1)
+    source = "" if plan.session else _read_source()
+    os.write(3 if plan.session else 2, b"R" if plan.session else READY_MARK)  # from here on, failures are the code's
+    return source
+
+
+def _run_call(plan: _Plan, source: str) -> int:
+    """Run the call's code; return its exit status (bash and C++ replace this process)."""
+    if plan.env:
+        os.environ.update(plan.env)
+    if "random" in sys.modules:  # fork_bare skipped the at-fork hook that gives each child its own seed
+        sys.modules["random"].seed()
+    if plan.session:
+        _redirect_std()
+        return _session_loop(_fresh_main(plan))
+    if plan.language != "python":
+        _exec_program(plan.language, source)
+    sys.stdin, sys.stdout, sys.stderr = _CALL_STREAMS
+    code = _exec_python(source, _fresh_main(plan))
+    try:  # noqa: SIM105
+        atexit._run_exitfuncs()
+    except BaseException:
+        pass
+    _flush_std()
+    return code
 
 
 def _read_source() -> str:
@@ -725,6 +794,172 @@ def _session_loop(namespace: dict) -> int:
         ctl.sendall(json.dumps({"exit_code": status}).encode())
 
 
+# ----------------------------------------------------------------------------- the call setup in C
+
+# ``callsetup.c`` does in C what ``_ready_child`` does in Python: fork, prepare, receive the call, apply
+# its plan, read its code. A forked Python process copies every page it writes, and each Python statement
+# writes to the objects it touches: the Python steps cost ~300 page faults per call, the C ones a few.
+# Compiled once per source version with the host's C compiler where there is one; else the Python path.
+CALL_SETUP_C = os.path.join(os.path.dirname(os.path.abspath(__file__)), "callsetup.c")
+_C_SETUP_STAGES = {
+    3: "unshare",
+    4: "mount /dev/shm or /proc",
+    5: "chroot",
+    6: "dup3",
+    7: "mount the scratch dir",
+    8: "chdir",
+    9: "setrlimit",
+    10: "switch uid",
+    11: "no_new_privs",
+    12: "seccomp",
+    13: "write",
+    14: "read the code",
+}
+
+
+class _GnMount(ctypes.Structure):
+    _fields_ = (
+        ("source", ctypes.c_char_p),
+        ("target", ctypes.c_char_p),
+        ("fstype", ctypes.c_char_p),
+        ("flags", ctypes.c_ulong),
+        ("data", ctypes.c_char_p),
+    )
+
+
+class _GnRlimit(ctypes.Structure):
+    _fields_ = (("resource", ctypes.c_int), ("cur", ctypes.c_ulong), ("max", ctypes.c_ulong))
+
+
+class _GnPlan(ctypes.Structure):
+    _fields_ = (
+        ("msg", ctypes.c_char_p),
+        ("msg_len", ctypes.c_size_t),
+        ("scratch", _GnMount),
+        ("has_scratch", ctypes.c_int),
+        ("workdir", ctypes.c_char_p),
+        ("rlimits", _GnRlimit * 8),
+        ("n_rlimits", ctypes.c_int),
+        ("uid", ctypes.c_int),
+        ("session", ctypes.c_int),
+    )
+
+
+class _GnConfig(ctypes.Structure):
+    _fields_ = (
+        ("namespaces", ctypes.c_int),
+        ("own_pidns", ctypes.c_int),
+        ("mounts", ctypes.POINTER(_GnMount)),
+        ("n_mounts", ctypes.c_int),
+        ("skeleton", ctypes.c_char_p),
+        ("seccomp", ctypes.c_void_p),
+        ("ready_mark", ctypes.c_char_p),
+        ("ready_mark_len", ctypes.c_size_t),
+    )
+
+
+class _GnResult(ctypes.Structure):
+    _fields_ = (
+        ("stage", ctypes.c_int),
+        ("error", ctypes.c_int),
+        ("msg_len", ctypes.c_ssize_t),
+        ("n_fds", ctypes.c_int),
+        ("plan", ctypes.c_int),
+        ("source", ctypes.c_void_p),
+        ("source_len", ctypes.c_size_t),
+    )
+
+
+def build_call_setup(cache_dir: str, build_dir: str) -> tuple[str | None, str | None]:
+    """Compile ``callsetup.c`` (or reuse the build of the same source); return (library path, None) or
+    (None, why not). The cache is used only when it is a directory of ours that no one else can write."""
+    import hashlib
+    import subprocess
+
+    try:
+        with open(CALL_SETUP_C, "rb") as fh:
+            source = fh.read()
+    except OSError:
+        return None, "callsetup.c not found: call setup in Python"
+    info = os.stat(cache_dir)
+    if info.st_uid != os.geteuid() or info.st_mode & 0o022:
+        cache_dir = build_dir
+    digest = hashlib.sha256(source + platform.machine().encode()).hexdigest()[:16]
+    target = os.path.join(cache_dir, f"callsetup-{digest}.so")
+    if os.path.exists(target):
+        return target, None
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        return None, "no C compiler: call setup in Python (slower)"
+    partial = os.path.join(build_dir, f"callsetup-{digest}.{os.getpid()}.so")
+    try:
+        done = subprocess.run(
+            [compiler, "-O2", "-shared", "-fPIC", "-o", partial, CALL_SETUP_C], capture_output=True, timeout=60
+        )
+        if done.returncode != 0:
+            why = done.stderr.decode(errors="replace").strip()[-300:]
+            return None, f"compiling callsetup.c failed: {why}; call setup in Python"
+        os.chmod(partial, 0o755)  # a container's unprivileged user loads the host's build
+        shutil.move(partial, target)  # a rename where both are on one filesystem: never a half-written file
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return None, f"compiling callsetup.c failed ({exc}): call setup in Python"
+    return target, None
+
+
+class CallSetup:
+    """``callsetup.c`` loaded in a zygote: forks call processes and sets them up in C."""
+
+    def __init__(self, library: str, iso: Isolation, own_pidns: int) -> None:
+        self.lib = ctypes.PyDLL(library, use_errno=True)  # GIL held through fork: see fork_bare
+        self.lib.gn_fork_ready.argtypes = (ctypes.POINTER(ctypes.c_int),)
+        self.result = _GnResult.in_dll(self.lib, "gn_result")
+        self.msg = ctypes.addressof(ctypes.c_char.in_dll(self.lib, "gn_msg"))
+        mounts = (_GnMount * max(1, len(_READY_MOUNTS)))()
+        for i, (source, target, fstype, flags, data) in enumerate(_READY_MOUNTS):
+            mounts[i] = _GnMount(source, target, fstype, flags.value, data)
+        self.config = _GnConfig(
+            int(iso.namespaces),
+            own_pidns,
+            mounts,
+            len(_READY_MOUNTS),
+            iso.skeleton.encode() if iso.skeleton else None,
+            ctypes.addressof(iso.seccomp.fprog) if iso.seccomp is not None else None,
+            READY_MARK,
+            len(READY_MARK),
+        )
+        self._keep = mounts
+        self.lib.gn_configure(ctypes.byref(self.config))
+        self._ours = ctypes.c_int(-1)
+
+    def add_plan(self, index: int, msg: bytes, plan: _Plan) -> None:
+        c = _GnPlan(msg=msg, msg_len=len(msg), workdir=plan.workdir.encode(), uid=plan.uid or 0)
+        c.session = int(plan.session)
+        if plan.scratch_mount:
+            source, target, fstype, flags, data = plan.scratch_mount
+            c.scratch, c.has_scratch = _GnMount(source, target, fstype, flags.value, data), 1
+        for i, (which, (cur, max_)) in enumerate(plan.rlimits):
+            c.rlimits[i] = _GnRlimit(which, cur, max_)
+        c.n_rlimits = len(plan.rlimits)
+        plan.c = c
+        self.lib.gn_plan_set(index, ctypes.byref(c))
+
+    def clear_plans(self) -> None:
+        self.lib.gn_plans_clear()
+
+    def fork_ready(self, iso: Isolation) -> tuple[int, socket.socket]:
+        pid = self.lib.gn_fork_ready(ctypes.byref(self._ours))
+        if pid == 0:
+            _ready_child_c(iso)  # never returns
+        if pid < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"fork a call process: {os.strerror(err)}")
+        return pid, socket.socket(fileno=self._ours.value)
+
+
+_CALL_SETUP: CallSetup | None = None  # in a zygote that loaded callsetup.c, and in its call processes
+_PLAN_LIST: list[_Plan] = []  # the plans of _PLANS in insertion order: callsetup.c knows them by index
+
+
 # ----------------------------------------------------------------------------- the zygote: forks calls
 
 # Messages on the worker <-> zygote socket (SOCK_SEQPACKET, one JSON object a packet):
@@ -745,7 +980,7 @@ def _zygote_serve(sock: socket.socket, iso: Isolation, ready_calls: int = READY_
     The zygote is a fresh interpreter (see ``Zygote._start``) that runs only this small loop. It exits,
     killing its calls, when the worker hangs up. It never blocks on a send (the socket holds only 10
     packets each way): replies wait in an outbox until the worker reads."""
-    global _CALL_STREAMS
+    global _CALL_STREAMS, _CALL_SETUP
     signal.set_wakeup_fd(-1)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, signal.SIG_DFL)
@@ -783,6 +1018,8 @@ def _zygote_serve(sock: socket.socket, iso: Isolation, ready_calls: int = READY_
             ),
             (b"proc", f"{skel}/proc".encode(), b"proc", ctypes.c_ulong(MS_NOSUID | MS_NODEV | MS_NOEXEC), None),
         ]
+    if iso.call_setup:
+        _CALL_SETUP = CallSetup(iso.call_setup, iso, own_pidns)
     outbox: collections.deque[bytes] = collections.deque()
     poller = select.poll()
     poller.register(3, select.POLLIN)
@@ -843,10 +1080,8 @@ def _zygote_serve(sock: socket.socket, iso: Isolation, ready_calls: int = READY_
                     os.close(fd)
                 post({"error": f"bad request: {type(exc).__name__}: {exc}"})
                 continue
-            if len(_PLANS) >= 64:
-                _PLANS.clear()
             if req.get("scratch") is None:  # requests of one shape (op, limits, uid) share a plan
-                _PLANS[msg] = plan
+                _cache_plan(msg, plan)
         try:
             tries = len(ready) + 3
             for attempt in range(tries):  # hand the call to a ready process; skip any that died waiting
@@ -874,8 +1109,22 @@ def _zygote_serve(sock: socket.socket, iso: Isolation, ready_calls: int = READY_
                 break
 
 
+def _cache_plan(msg: bytes, plan: _Plan) -> None:
+    if len(_PLANS) >= 64:
+        _PLANS.clear()
+        _PLAN_LIST.clear()
+        if _CALL_SETUP:
+            _CALL_SETUP.clear_plans()
+    _PLANS[msg] = plan
+    _PLAN_LIST.append(plan)
+    if _CALL_SETUP:
+        _CALL_SETUP.add_plan(len(_PLAN_LIST) - 1, msg, plan)
+
+
 def _fork_ready(iso: Isolation, own_pidns: int) -> tuple[int, socket.socket]:
     """Fork a call process ahead of its call (see ``_ready_child``); return its pid and control socket."""
+    if _CALL_SETUP:
+        return _CALL_SETUP.fork_ready(iso)
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         if iso.namespaces:  # the call is pid 1 of a new pid namespace: when it exits, all it started dies
@@ -1722,6 +1971,7 @@ def serve_socket(args) -> None:
     runtime_dir = tempfile.mkdtemp(prefix="gym_nemo_fs_", dir=args.runtime_dir)  # removed at exit
     _compile_zygote_script(runtime_dir)
     iso = Isolation(not args.no_namespaces, args.base_uid, args.slots, runtime_dir)
+    iso.use_call_setup(args.call_setup, args.runtime_dir, args.call_setup_lib)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(args.socket)
     os.chmod(args.socket, 0o600)
@@ -1774,6 +2024,7 @@ def serve_stdio(args) -> None:
     runtime_dir = tempfile.mkdtemp(prefix="gym_nemo_fs_", dir=args.runtime_dir)
     _compile_zygote_script(runtime_dir)
     iso = Isolation(not args.no_namespaces, args.base_uid, args.slots, runtime_dir)
+    iso.use_call_setup(args.call_setup, args.runtime_dir, args.call_setup_lib)
     sessions = range(args.slots, args.slots + args.max_sessions)
     server = Server(iso, range(args.slots), args.idle_exit, sessions, args.ready)
     out = os.dup(1)
@@ -1831,6 +2082,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=0, help="pre-forked server processes (default: one per core)")
     parser.add_argument("--max-sessions", type=int, default=1024)
     parser.add_argument("--ready", type=int, default=READY_CALLS, help="call processes forked ahead, per worker")
+    parser.add_argument(
+        "--call-setup", choices=("auto", "python"), default="auto", help="auto: in C where callsetup.c compiles"
+    )
+    parser.add_argument("--call-setup-lib", help="a build of callsetup.c to load instead of compiling it")
     args = parser.parse_args(argv)
     if args.socket:
         serve_socket(args)

@@ -31,6 +31,15 @@ from gym_nemo.sandbox.base import Limits
 from gym_nemo.sandbox.client import ForkServerBackend, ForkServerClient
 
 FORKSERVER = Path(forkserver.__file__)
+CALL_SETUP_C = Path(forkserver.CALL_SETUP_C)
+
+
+def server_digest() -> str:
+    """What the server code is: a daemon or container runs the version it started with."""
+    digest = hashlib.sha256(FORKSERVER.read_bytes())
+    if CALL_SETUP_C.exists():
+        digest.update(CALL_SETUP_C.read_bytes())
+    return digest.hexdigest()
 
 
 def runtime_dir() -> Path:
@@ -82,6 +91,7 @@ class LocalSandbox(ForkServerBackend):
         base_uid: int = 61000,
         idle_exit_s: float = 60.0,
         python: str | None = None,
+        call_setup: str = "auto",
     ) -> None:
         self.limits = limits or Limits()
         self.slots = slots or max(2, os.cpu_count() or 2)
@@ -89,6 +99,9 @@ class LocalSandbox(ForkServerBackend):
         self.base_uid = base_uid
         self.idle_exit_s = idle_exit_s
         self.python = python or sandbox_interpreter()
+        if call_setup not in ("auto", "python"):
+            raise ValueError(f"call_setup must be 'auto' or 'python', not {call_setup!r}")
+        self.call_setup = call_setup
         self._client: ForkServerClient | None = None
         self._pid = os.getpid()
         self._info: dict[str, Any] | None = None
@@ -96,8 +109,7 @@ class LocalSandbox(ForkServerBackend):
     # -- daemon management
     def _key(self) -> str:
         """Daemons are shared by configuration: same interpreter, server code and settings, same daemon."""
-        server = hashlib.sha256(FORKSERVER.read_bytes()).hexdigest()
-        ident = json.dumps([self.python, server, self.slots, self.namespaces, self.base_uid])
+        ident = json.dumps([self.python, server_digest(), self.slots, self.namespaces, self.base_uid, self.call_setup])
         return hashlib.sha256(ident.encode()).hexdigest()[:12]
 
     def _connect(self) -> ForkServerClient:
@@ -145,6 +157,8 @@ class LocalSandbox(ForkServerBackend):
         ]
         if not self.namespaces:
             argv.append("--no-namespaces")
+        if self.call_setup != "auto":
+            argv += ["--call-setup", self.call_setup]
         with open(rt / f"fs-{key}.log", "ab") as log:
             proc = subprocess.Popen(
                 argv,
