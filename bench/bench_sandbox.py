@@ -1,10 +1,11 @@
 """Sandbox throughput and latency, each against a baseline measured in the same run.
 
-    python bench/bench_sandbox.py [--calls 2000]    (the docker part needs an engine and the image)
+    python bench/bench_sandbox.py [--calls 4000] [--rounds 5]   (the docker part needs an engine and the image)
 
 local:  isolated ``print(1)`` calls/s on the fork-server pool with 2 concurrent clients and with 4 (enough
         to keep both cores busy: the throughput), and p50 latency, against launching ``/usr/bin/python3 -I -S
-        -c`` per call (process per call, no isolation at all), measured the same two ways.
+        -c`` per call (process per call, no isolation at all), measured the same two ways, in alternating
+        rounds (the median round of each side).
 docker: warm-pool call p50 against ``exec_run`` into a warm container of the same image.
 """
 
@@ -47,7 +48,7 @@ def p50_ms(call, n: int) -> float:
     return statistics.median(times) * 1e3
 
 
-def bench_local(calls: int) -> dict:
+def bench_local(calls: int, rounds: int) -> dict:
     python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else "python3"
 
     def spawn() -> None:
@@ -62,10 +63,17 @@ def bench_local(calls: int) -> dict:
             per_thread.box = LocalSandbox()
         assert per_thread.box.run(CODE).stdout == "1\n"
 
-    figures = {"local_mode": box.info()["mode"]}
+    info = box.info()
+    figures = {"local_mode": info["mode"], "local_call_setup": info.get("call_setup", "python")}
     for clients in (2, 4):
-        figures[f"spawn_calls_per_s_{clients}"] = throughput(spawn, calls // 2, clients)
-        figures[f"local_calls_per_s_{clients}"] = throughput(isolated, calls, clients)
+        # Short rounds, alternating, so that drift of the machine (other tenants, the host) hits both
+        # sides alike; each side's figure is its median round.
+        spawn_rounds, local_rounds = [], []
+        for _ in range(rounds):
+            spawn_rounds.append(throughput(spawn, calls // (2 * rounds), clients))
+            local_rounds.append(throughput(isolated, calls // rounds, clients))
+        figures[f"spawn_calls_per_s_{clients}"] = statistics.median(spawn_rounds)
+        figures[f"local_calls_per_s_{clients}"] = statistics.median(local_rounds)
         ratio = figures[f"local_calls_per_s_{clients}"] / figures[f"spawn_calls_per_s_{clients}"]
         figures[f"local_vs_spawn_{clients}"] = ratio
     figures["spawn_p50_ms"] = p50_ms(spawn, 200)
@@ -98,16 +106,17 @@ def bench_docker(calls: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--calls", type=int, default=4000, help="isolated calls per client count (spawns: half)")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating spawn/local rounds per client count")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    figures = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", **bench_local(args.calls)}
+    figures = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", **bench_local(args.calls, args.rounds)}
     figures.update(bench_docker(args.calls))
     if args.json:
         print(json.dumps(figures))
         return
     f = figures
-    print(f"machine: {f['machine']}; local sandbox mode: {f['local_mode']}")
+    print(f"machine: {f['machine']}; local sandbox mode: {f['local_mode']}, call setup in {f['local_call_setup']}")
     for clients in (2, 4):
         print(
             f"{clients} clients: spawn /usr/bin/python3 -I -S -c per call (baseline) "

@@ -2,13 +2,14 @@
 
 import json
 import os
+import shutil
 import signal
 import threading
 import time
 
 import pytest
 
-from gym_nemo.sandbox import ExecResult, Limits, LocalSandbox, Sandbox, SandboxRequirementError, get_sandbox
+from gym_nemo.sandbox import ExecResult, Limits, LocalSandbox, Sandbox, SandboxRequirementError, forkserver, get_sandbox
 
 
 def test_runs_code_with_stdin(sandbox: Sandbox) -> None:
@@ -133,6 +134,27 @@ def test_get_sandbox_selection(monkeypatch: pytest.MonkeyPatch) -> None:
         get_sandbox()
 
 
+def test_calls_are_set_up_in_c_where_a_compiler_is_found() -> None:
+    if not (shutil.which("cc") or shutil.which("gcc")):
+        pytest.skip("no C compiler here: calls are set up in Python")
+    info = LocalSandbox().info()
+    assert info["call_setup"] == "c", info["notes"]
+    assert LocalSandbox(call_setup="python").info()["call_setup"] == "python"
+
+
+def test_call_setup_falls_back_to_python_and_says_why(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    broken = tmp_path / "callsetup.c"
+    broken.write_text("this is not C\n")
+    monkeypatch.setattr(forkserver, "CALL_SETUP_C", str(broken))
+    library, why = forkserver.build_call_setup(str(tmp_path), str(tmp_path))
+    assert library is None and "call setup in Python" in why
+    monkeypatch.setattr(forkserver, "CALL_SETUP_C", str(tmp_path / "missing.c"))
+    assert forkserver.build_call_setup(str(tmp_path), str(tmp_path)) == (
+        None,
+        "callsetup.c not found: call setup in Python",
+    )
+
+
 def test_version_names_the_backend(sandbox: Sandbox) -> None:
     assert sandbox.version.startswith(f"{sandbox.name}:")
 
@@ -174,10 +196,11 @@ def _zygote_family() -> dict[int, int]:
     return found
 
 
-def test_a_dead_zygote_is_an_infra_error_and_is_replaced() -> None:
+@pytest.mark.parametrize("call_setup", ["auto", "python"])
+def test_a_dead_zygote_is_an_infra_error_and_is_replaced(call_setup: str) -> None:
     """The process that forks calls dies (it never should): the call in flight reports an infra error,
     every process it had forked goes, and the next calls run on a new zygote."""
-    box = LocalSandbox(Limits(timeout_s=20))
+    box = LocalSandbox(Limits(timeout_s=20), call_setup=call_setup)
     assert box.run("print(1)").stdout == "1\n"
     family = _zygote_family()
     zygotes = {pid for pid, ppid in family.items() if ppid not in family}

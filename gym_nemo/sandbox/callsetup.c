@@ -13,6 +13,9 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <poll.h>
+#include <stdio.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <grp.h>
 
@@ -144,9 +147,15 @@ static void apply(const struct gn_plan *p) {
 failed:;
 }
 
+static int find_plan(const char *msg, size_t len) {
+    for (int i = 0; i < MAX_PLANS; i++)
+        if (plans[i] && plans[i]->msg_len == len && memcmp(plans[i]->msg, msg, len) == 0) return i;
+    return -1;
+}
+
 /* Fork a call process ahead of its call. The parent gets the child's pid and *ours, its end of the
  * control socket; the child returns 0 once its call has come and gn_result says how far C got. */
-pid_t gn_fork_ready(int *ours) {
+static pid_t fork_ready(int *ours) {
     int pair[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0) return -1;
     if (config->namespaces && unshare(CLONE_NEWPID) < 0) { int e = errno; close(pair[0]); close(pair[1]); errno = e; return -1; }
@@ -164,13 +173,233 @@ pid_t gn_fork_ready(int *ours) {
     prepare(pair[1]);
     receive();
     if (gn_result.msg_len <= 0 || gn_result.stage) return 0;
-    for (int i = 0; i < MAX_PLANS; i++) {
-        const struct gn_plan *p = plans[i];
-        if (p && p->msg_len == (size_t)gn_result.msg_len && memcmp(p->msg, gn_msg, p->msg_len) == 0) {
-            gn_result.plan = i;
-            apply(p);
-            break;
-        }
+    gn_result.plan = find_plan(gn_msg, (size_t)gn_result.msg_len);
+    if (gn_result.plan >= 0) apply(plans[gn_result.plan]);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- the zygote's loop (see _zygote_serve)
+ * The zygote forks every call: each fork write-protects all its pages, and a Python loop then writes
+ * to ~160 of them per call (a page fault and a copy each). This loop touches its own few. Requests of
+ * no cached plan and kill requests go back to Python (gn_zygote_serve returns 1), which answers them
+ * with gn_hand_off, gn_post, gn_kill_call and gn_drop_pending. In a call process forked here, every
+ * one of these returns 2: the caller becomes that call (_ready_child_c). */
+
+#define WORKER 3                            /* the zygote's socket to its worker */
+#define MAX_READY 16
+#define CHILD 2
+
+struct ready_call { pid_t pid; int fd; };
+struct out { struct out *next; size_t len; char data[]; };
+
+static struct ready_call ready[MAX_READY];
+static int n_ready, want_ready;
+static pid_t *calls;
+static int n_calls, cap_calls;
+static struct out *out_head, *out_tail;
+char gn_pending[1 << 16];                   /* the request being handled, and its fds */
+ssize_t gn_pending_len;
+static int pending_fds[MAX_FDS], n_pending_fds;
+
+static int call_index(pid_t pid) {
+    for (int i = 0; i < n_calls; i++) if (calls[i] == pid) return i;
+    return -1;
+}
+
+static void flush(void) {
+    while (out_head) {
+        ssize_t sent = send(WORKER, out_head->data, out_head->len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (sent < 0 && (errno == EAGAIN || errno == EINTR)) return;
+        struct out *done = out_head;  /* sent, or the worker is gone (the next recv says so) */
+        out_head = done->next;
+        if (!out_head) out_tail = NULL;
+        free(done);
+    }
+}
+
+void gn_post(const char *data, size_t len) {
+    struct out *o = malloc(sizeof *o + len);
+    if (!o) return;
+    o->next = NULL; o->len = len; memcpy(o->data, data, len);
+    if (out_tail) out_tail->next = o; else out_head = o;
+    out_tail = o;
+    flush();
+}
+
+static void post_error(const char *what, int error) {
+    char buf[256];
+    int n = snprintf(buf, sizeof buf, "{\"error\": \"%s: %s\"}", what, strerror(error));
+    gn_post(buf, (size_t)n);
+}
+
+void gn_drop_pending(void) {
+    for (int i = 0; i < n_pending_fds; i++) close(pending_fds[i]);
+    n_pending_fds = 0;
+}
+
+int gn_kill_call(pid_t pid) {  /* only while pid is an unreaped call of ours: its group id is still its own */
+    return call_index(pid) >= 0 ? killpg(pid, SIGKILL) : -1;
+}
+
+/* Fork call processes ahead until want_ready wait. */
+static int refill(void) {
+    while (n_ready < want_ready) {
+        int fd;
+        pid_t pid = fork_ready(&fd);
+        if (pid == 0) return CHILD;
+        if (pid < 0) return 0;
+        ready[n_ready++] = (struct ready_call){pid, fd};
     }
     return 0;
+}
+
+/* Hand the pending request to a call process forked ahead (skipping any that died waiting, forking
+ * one if none waits); answer {"pid"} or {"error"}. */
+int gn_hand_off(void) {
+    int tries = n_ready + 3, error = 0;
+    pid_t pid = -1;
+    if (n_calls == cap_calls) {
+        int cap = cap_calls ? 2 * cap_calls : 64;
+        pid_t *more = realloc(calls, (size_t)cap * sizeof *calls);
+        if (!more) { gn_drop_pending(); post_error("out of memory", ENOMEM); return 0; }
+        calls = more; cap_calls = cap;
+    }
+    for (int attempt = 0; attempt < tries; attempt++) {
+        struct ready_call r;
+        if (n_ready) {
+            r = ready[0];
+            memmove(ready, ready + 1, (size_t)--n_ready * sizeof *ready);
+        } else {
+            r.pid = fork_ready(&r.fd);
+            if (r.pid == 0) return CHILD;
+            if (r.pid < 0) { error = errno; break; }
+        }
+        char control[CMSG_SPACE(MAX_FDS * sizeof(int))];
+        struct iovec iov = {gn_pending, (size_t)gn_pending_len};
+        struct msghdr mh = {0};
+        mh.msg_iov = &iov; mh.msg_iovlen = 1;
+        if (n_pending_fds) {
+            memset(control, 0, sizeof control);
+            mh.msg_control = control; mh.msg_controllen = CMSG_SPACE(n_pending_fds * sizeof(int));
+            struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+            c->cmsg_level = SOL_SOCKET; c->cmsg_type = SCM_RIGHTS; c->cmsg_len = CMSG_LEN(n_pending_fds * sizeof(int));
+            memcpy(CMSG_DATA(c), pending_fds, n_pending_fds * sizeof(int));
+        }
+        ssize_t sent;
+        do sent = sendmsg(r.fd, &mh, MSG_NOSIGNAL); while (sent < 0 && errno == EINTR);
+        error = errno;
+        close(r.fd);
+        if (sent >= 0) { pid = r.pid; break; }
+    }
+    gn_drop_pending();
+    if (pid > 0) {
+        calls[n_calls++] = pid;
+        char buf[64];
+        gn_post(buf, (size_t)snprintf(buf, sizeof buf, "{\"pid\": %d}", pid));
+    } else {
+        post_error("fork a call process", error);
+    }
+    return refill();
+}
+
+/* Without pid namespaces, kill what calls left behind: processes re-parented to us (a child subreaper)
+ * that are neither calls nor forked ahead; reap only those, never a call (its exit is reported). */
+static void sweep_orphans(void) {
+    pid_t me = getpid();
+    for (int round = 0; round < 10; round++) {
+        int found = 0;
+        DIR *proc = opendir("/proc");
+        if (!proc) return;
+        for (struct dirent *e; (e = readdir(proc));) {
+            if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
+            pid_t pid = atoi(e->d_name);
+            char path[64], stat[512];
+            snprintf(path, sizeof path, "/proc/%d/stat", pid);
+            int fd = open(path, O_RDONLY | O_CLOEXEC);
+            if (fd < 0) continue;
+            ssize_t n = read(fd, stat, sizeof stat - 1);
+            close(fd);
+            if (n <= 0) continue;
+            stat[n] = 0;
+            char *end = strrchr(stat, ')');
+            int ppid;
+            if (!end || sscanf(end + 1, " %*c %d", &ppid) != 1 || ppid != me || call_index(pid) >= 0) continue;
+            int waiting = 0;
+            for (int i = 0; i < n_ready; i++) waiting |= ready[i].pid == pid;
+            if (waiting) continue;
+            found = 1;
+            kill(pid, SIGKILL);
+            waitpid(pid, NULL, WNOHANG);
+        }
+        closedir(proc);
+        if (!found) return;
+    }
+}
+
+/* Reap exited children; report the calls among them as {"exits": [[pid, wait status], ...]}. A call's
+ * process group is killed while the call is still a zombie, so that group id cannot be reused yet. */
+static void reap(void) {
+    char buf[8192];
+    size_t n = 0;
+    int exits = 0;
+    for (;;) {
+        siginfo_t info;
+        info.si_pid = 0;
+        if (waitid(P_ALL, 0, &info, WEXITED | WNOHANG | WNOWAIT) < 0 || info.si_pid == 0) break;
+        pid_t pid = info.si_pid;
+        int index = call_index(pid), status = 0;
+        if (index >= 0) killpg(pid, SIGKILL);  /* stragglers of this call die with it */
+        if (waitpid(pid, &status, 0) < 0) break;
+        for (int i = 0; i < n_ready; i++)
+            if (ready[i].pid == pid) {  /* died waiting for its call */
+                close(ready[i].fd);
+                memmove(ready + i, ready + i + 1, (size_t)(--n_ready - i) * sizeof *ready);
+                break;
+            }
+        if (index < 0) continue;
+        calls[index] = calls[--n_calls];
+        if (n + 40 > sizeof buf) { buf[n++] = ']'; buf[n++] = '}'; gn_post(buf, n); n = 0; }
+        n += (size_t)snprintf(buf + n, sizeof buf - n, n ? ", [%d, %d]" : "{\"exits\": [[%d, %d]", pid, status);
+        exits++;
+    }
+    if (n) { buf[n++] = ']'; buf[n++] = '}'; gn_post(buf, n); }
+    if (exits && !config->namespaces) sweep_orphans();
+}
+
+/* Serve the worker until a request needs Python (1), or (2) in a call process forked here. The
+ * worker hanging up ends the zygote and its calls. */
+int gn_zygote_serve(int wake, int ready_calls) {
+    want_ready = ready_calls < MAX_READY ? ready_calls : MAX_READY;
+    if (refill() == CHILD) return CHILD;
+    for (;;) {
+        struct pollfd fds[2] = {{WORKER, POLLIN | (out_head ? POLLOUT : 0), 0}, {wake, POLLIN, 0}};
+        if (poll(fds, 2, -1) < 0 && errno != EINTR) return -1;
+        if (fds[1].revents & POLLIN) {
+            char drain[512];
+            while (read(wake, drain, sizeof drain) > 0) {}
+        }
+        reap();
+        if (fds[0].revents & POLLOUT) flush();
+        if (!(fds[0].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+        char control[CMSG_SPACE(MAX_FDS * sizeof(int))];
+        struct iovec iov = {gn_pending, sizeof gn_pending};
+        struct msghdr mh = {0};
+        mh.msg_iov = &iov; mh.msg_iovlen = 1; mh.msg_control = control; mh.msg_controllen = sizeof control;
+        ssize_t got = recvmsg(WORKER, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+        if (got < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+        if (got <= 0) {  /* the worker is gone: so are its calls */
+            for (int i = 0; i < n_calls; i++) killpg(calls[i], SIGKILL);
+            _exit(0);
+        }
+        gn_pending_len = got;
+        n_pending_fds = 0;
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+            if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+            int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+            for (int i = 0; i < k && n_pending_fds < MAX_FDS; i++)
+                memcpy(&pending_fds[n_pending_fds++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+        }
+        if (find_plan(gn_pending, (size_t)got) < 0) return 1;
+        if (gn_hand_off() == CHILD) return CHILD;
+    }
 }

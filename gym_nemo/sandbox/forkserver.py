@@ -907,13 +907,17 @@ def build_call_setup(cache_dir: str, build_dir: str) -> tuple[str | None, str | 
 
 
 class CallSetup:
-    """``callsetup.c`` loaded in a zygote: forks call processes and sets them up in C."""
+    """``callsetup.c`` loaded in a zygote: its loop forks call processes and sets them up in C."""
 
     def __init__(self, library: str, iso: Isolation, own_pidns: int) -> None:
         self.lib = ctypes.PyDLL(library, use_errno=True)  # GIL held through fork: see fork_bare
-        self.lib.gn_fork_ready.argtypes = (ctypes.POINTER(ctypes.c_int),)
+        self.lib.gn_post.argtypes = (ctypes.c_char_p, ctypes.c_size_t)
+        self.lib.gn_kill_call.argtypes = (ctypes.c_int,)
+        self.lib.gn_zygote_serve.argtypes = (ctypes.c_int, ctypes.c_int)
         self.result = _GnResult.in_dll(self.lib, "gn_result")
         self.msg = ctypes.addressof(ctypes.c_char.in_dll(self.lib, "gn_msg"))
+        self.pending = ctypes.addressof(ctypes.c_char.in_dll(self.lib, "gn_pending"))
+        self.pending_len = ctypes.c_ssize_t.in_dll(self.lib, "gn_pending_len")
         mounts = (_GnMount * max(1, len(_READY_MOUNTS)))()
         for i, (source, target, fstype, flags, data) in enumerate(_READY_MOUNTS):
             mounts[i] = _GnMount(source, target, fstype, flags.value, data)
@@ -929,7 +933,6 @@ class CallSetup:
         )
         self._keep = mounts
         self.lib.gn_configure(ctypes.byref(self.config))
-        self._ours = ctypes.c_int(-1)
 
     def add_plan(self, index: int, msg: bytes, plan: _Plan) -> None:
         c = _GnPlan(msg=msg, msg_len=len(msg), workdir=plan.workdir.encode(), uid=plan.uid or 0)
@@ -946,14 +949,36 @@ class CallSetup:
     def clear_plans(self) -> None:
         self.lib.gn_plans_clear()
 
-    def fork_ready(self, iso: Isolation) -> tuple[int, socket.socket]:
-        pid = self.lib.gn_fork_ready(ctypes.byref(self._ours))
-        if pid == 0:
-            _ready_child_c(iso)  # never returns
-        if pid < 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"fork a call process: {os.strerror(err)}")
-        return pid, socket.socket(fileno=self._ours.value)
+    def serve(self, iso: Isolation, wake_fd: int, ready_calls: int) -> None:
+        """The zygote's loop, in C (never returns); Python answers only requests of no cached plan."""
+        lib = self.lib
+        while True:
+            event = lib.gn_zygote_serve(wake_fd, ready_calls)
+            if event == 1:
+                event = self._answer(iso)
+            if event == 2:  # we are a call process forked by the loop
+                _ready_child_c(iso)  # never returns
+            if event < 0:
+                raise OSError(ctypes.get_errno(), "the zygote's poll failed")
+
+    def _answer(self, iso: Isolation) -> int:
+        """Answer the pending request: a kill, or a call of a new plan (cached if it can be)."""
+        msg = ctypes.string_at(self.pending, self.pending_len.value)
+        try:
+            req = json.loads(msg)
+            if "kill" in req:
+                self.lib.gn_drop_pending()
+                self.lib.gn_kill_call(int(req["kill"]))
+                return 0
+            plan = _Plan(iso, req)
+        except Exception as exc:
+            self.lib.gn_drop_pending()
+            reply = json.dumps({"error": f"bad request: {type(exc).__name__}: {exc}"}).encode()
+            self.lib.gn_post(reply, len(reply))
+            return 0
+        if req.get("scratch") is None:  # requests of one shape (op, limits, uid) share a plan
+            _cache_plan(msg, plan)
+        return self.lib.gn_hand_off()
 
 
 _CALL_SETUP: CallSetup | None = None  # in a zygote that loaded callsetup.c, and in its call processes
@@ -1044,6 +1069,9 @@ def _zygote_serve(sock: socket.socket, iso: Isolation, ready_calls: int = READY_
     gc.collect()
     gc.freeze()
     _libc.malloc_trim(0)  # each page still mapped is copied by every fork and torn down at every exit
+    if _CALL_SETUP:
+        sock.send(json.dumps({"subreaper": subreaper}).encode())
+        _CALL_SETUP.serve(iso, wake_r, ready_calls)  # never returns
     for _ in range(ready_calls):
         ready.append(_fork_ready(iso, own_pidns))
     post({"subreaper": subreaper})
@@ -1123,8 +1151,6 @@ def _cache_plan(msg: bytes, plan: _Plan) -> None:
 
 def _fork_ready(iso: Isolation, own_pidns: int) -> tuple[int, socket.socket]:
     """Fork a call process ahead of its call (see ``_ready_child``); return its pid and control socket."""
-    if _CALL_SETUP:
-        return _CALL_SETUP.fork_ready(iso)
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         if iso.namespaces:  # the call is pid 1 of a new pid namespace: when it exits, all it started dies
