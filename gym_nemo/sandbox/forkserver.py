@@ -32,6 +32,7 @@ import collections
 import contextlib
 import ctypes
 import errno
+import functools
 import gc
 import heapq
 import io
@@ -588,19 +589,17 @@ def _ready_child_c(iso: Isolation) -> None:
     code = 120
     try:
         signal.set_wakeup_fd(-1)  # the zygote's SIGCHLD wake-up pipe is not ours (C reset the handler)
-        result = _CALL_SETUP.result
-        if not result.msg_len:  # the zygote is gone, and no call came
+        stage, error, msg_len, _, index, source_at, source_len = _CALL_SETUP.read_result()
+        if not msg_len:  # the zygote is gone, and no call came
             os._exit(0)
-        if result.stage:
-            raise RuntimeError(f"call setup failed: {_C_SETUP_STAGES[result.stage]}: {os.strerror(result.error)}")
-        if result.plan < 0:  # a request of no cached plan
-            plan = _Plan(iso, json.loads(ctypes.string_at(_CALL_SETUP.msg, result.msg_len)))
+        if stage:
+            raise RuntimeError(f"call setup failed: {_C_SETUP_STAGES[stage]}: {os.strerror(error)}")
+        if index < 0:  # a request of no cached plan
+            plan = _Plan(iso, json.loads(ctypes.string_at(_CALL_SETUP.msg, msg_len)))
             source = _limit_call(iso, plan)
         else:
-            plan = _PLAN_LIST[result.plan]
-            source = (
-                "" if plan.session else ctypes.string_at(result.source, result.source_len).decode("utf-8", "replace")
-            )
+            plan = _PLAN_LIST[index]
+            source = "" if plan.session else ctypes.string_at(source_at, source_len).decode("utf-8", "replace")
         code = _run_call(plan, source)
     except BaseException:
         _report_setup_failure()
@@ -748,12 +747,21 @@ def _exec_python(code: str, namespace: dict) -> int:
         _flush_std()
 
 
-def _fresh_main(plan: _Plan) -> dict:
+def _new_main(workdir: str) -> types.ModuleType:
     module = types.ModuleType("__main__")
-    module.__dict__.update(__file__=os.path.join(plan.workdir, "main.py"), __builtins__=builtins)
+    module.__dict__.update(__file__=os.path.join(workdir, "main.py"), __builtins__=builtins)
+    return module
+
+
+_MAIN_AHEAD: list[types.ModuleType] = []  # made by the zygote for calls in CALL_WORKDIR: each call owns its copy
+
+
+def _fresh_main(plan: _Plan) -> dict:
+    """Make the call's ``__main__``, ``sys.argv`` and ``sys.path`` (each call process has its own copies)."""
+    module = _MAIN_AHEAD[0] if _MAIN_AHEAD and plan.workdir == CALL_WORKDIR else _new_main(plan.workdir)
     sys.modules["__main__"] = module
     sys.argv = ["main.py"]
-    sys.path[:] = plan.sys_path
+    sys.path = plan.sys_path
     return module.__dict__
 
 
@@ -894,7 +902,9 @@ def build_call_setup(cache_dir: str, build_dir: str) -> tuple[str | None, str | 
     partial = os.path.join(build_dir, f"callsetup-{digest}.{os.getpid()}.so")
     try:
         done = subprocess.run(
-            [compiler, "-O2", "-shared", "-fPIC", "-o", partial, CALL_SETUP_C], capture_output=True, timeout=60
+            [compiler, "-O2", "-shared", "-fPIC", "-Wl,-z,now", "-o", partial, CALL_SETUP_C],
+            capture_output=True,
+            timeout=60,
         )
         if done.returncode != 0:
             why = done.stderr.decode(errors="replace").strip()[-300:]
@@ -914,7 +924,12 @@ class CallSetup:
         self.lib.gn_post.argtypes = (ctypes.c_char_p, ctypes.c_size_t)
         self.lib.gn_kill_call.argtypes = (ctypes.c_int,)
         self.lib.gn_zygote_serve.argtypes = (ctypes.c_int, ctypes.c_int)
-        self.result = _GnResult.in_dll(self.lib, "gn_result")
+        result = _GnResult.in_dll(self.lib, "gn_result")
+        # One unpack of its bytes, in the call process: each ctypes field read touches several objects,
+        # and every object a forked child touches costs a page copy.
+        self.read_result = functools.partial(
+            struct.Struct("@iiniiPN").unpack_from, (ctypes.c_char * ctypes.sizeof(result)).from_buffer(result)
+        )
         self.msg = ctypes.addressof(ctypes.c_char.in_dll(self.lib, "gn_msg"))
         self.pending = ctypes.addressof(ctypes.c_char.in_dll(self.lib, "gn_pending"))
         self.pending_len = ctypes.c_ssize_t.in_dll(self.lib, "gn_pending_len")
@@ -1029,6 +1044,7 @@ def _zygote_serve(sock: socket.socket, iso: Isolation, ready_calls: int = READY_
     signal.signal(signal.SIGCHLD, lambda signum, frame: None)
     own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC) if iso.namespaces else -1
     _CALL_STREAMS = _std_streams()
+    _MAIN_AHEAD[:] = [_new_main(CALL_WORKDIR)]
     calls: set[int] = set()
     ready: collections.deque[tuple[int, socket.socket]] = collections.deque()
     if iso.namespaces:
@@ -1213,9 +1229,10 @@ def _sweep_orphans(keep: set[int]) -> None:
             found = True
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):  # only what we killed: a call's exit is reported
+                os.waitpid(pid, os.WNOHANG)
         if not found:
             return
-        _reap_all()  # the orphans we killed
 
 
 class Zygote:
