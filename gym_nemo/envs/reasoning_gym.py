@@ -96,7 +96,7 @@ class ReasoningGymEnv(TextEnv):
         dataset: the generator's name (:func:`dataset_names`).
         size: how many tasks to generate.
         seed: the generator's seed.
-        verify_timeout_s: wall-time bound of one scoring (an overrun scores 0).
+        verify_timeout_s: CPU-time bound of one scoring (an overrun scores 0).
         **config: the generator's own config fields.
     """
 

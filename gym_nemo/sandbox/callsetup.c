@@ -1,11 +1,19 @@
-/* gym_nemo fork server: a call process's setup in C (see CallSetup in forkserver.py). */
+/* gym_nemo fork server, the parts that run in C where a C compiler is found (see CallSetup in
+ * forkserver.py, which compiles and loads this file with ctypes):
+ *  - a call process's setup, from fork to the user's code: fork_ready, prepare, receive, apply;
+ *  - the zygote's loop that forks them, hands them their calls and reaps them: gn_zygote_serve.
+ * Why C: a forked CPython copies every page its Python touches (reference counts are writes), and these
+ * steps in Python cost ~300 page faults per call. forkserver.py has the same steps in Python (the
+ * fallback); both must stay equivalent, and the test suite runs every sandbox test on both. */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
-#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
@@ -13,11 +21,8 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
-#include <poll.h>
-#include <stdio.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#include <grp.h>
 
 #define MAX_FDS 8
 #define MAX_PLANS 64
@@ -39,7 +44,7 @@ struct gn_config {
     const void *seccomp;                   /* struct sock_fprog *, or NULL */
     const char *ready_mark; size_t ready_mark_len;
 };
-struct gn_result {                          /* what the child's Python learns when gn_fork_ready returns 0 */
+struct gn_result {                          /* what a call process's Python learns from fork_ready */
     int stage, error;                       /* the step that failed (0: none) and its errno */
     ssize_t msg_len;                        /* 0: the zygote hung up before a call came */
     int n_fds, plan;                        /* plan: index set by gn_plan_set, or -1 (the Python path goes on) */
@@ -57,7 +62,9 @@ void gn_plans_clear(void) { memset(plans, 0, sizeof plans); }
 
 /* Close every fd >= low: close_range(2), else (older kernels, gVisor) the fds /proc/self/fd lists. */
 static void close_from(int low) {
+#ifdef SYS_close_range
     if (syscall(SYS_close_range, low, ~0U, 0) == 0) return;
+#endif
     DIR *dir = opendir("/proc/self/fd");
     if (!dir) {
         for (int fd = low; fd < 65536; fd++) close(fd);

@@ -11,6 +11,10 @@ Processes: the daemon pre-forks one worker per core (an event loop over the clie
 starts a zygote, a fresh interpreter (this file, compiled once into the runtime dir) holding the warm
 modules, which forks every call process and reaps it; the worker never forks calls itself (see
 ``_zygote_serve`` on why). The zygote keeps ``--ready`` call processes forked ahead of their calls.
+Where a C compiler is found, ``callsetup.c`` (next to this file; built once per version) runs the zygote's
+loop and each call process's setup up to the user's code, because a forked interpreter copies every page
+its Python touches; without one the same steps run in Python (``--call-setup python`` forces that), and
+``info`` says which.
 
 Per call, with root on the host ("namespaces" mode): a process forked ahead as pid 1 of a fresh pid
 namespace (when it exits the kernel kills everything it started) -> own session/process group -> new
@@ -892,7 +896,8 @@ def build_call_setup(cache_dir: str, build_dir: str) -> tuple[str | None, str | 
     info = os.stat(cache_dir)
     if info.st_uid != os.geteuid() or info.st_mode & 0o022:
         cache_dir = build_dir
-    digest = hashlib.sha256(source + platform.machine().encode()).hexdigest()[:16]
+    flags = ["-O2", "-shared", "-fPIC", "-Wl,-z,now"]  # bound at load, in the zygote: no lazy binding per call
+    digest = hashlib.sha256(source + " ".join([platform.machine(), *flags]).encode()).hexdigest()[:16]
     target = os.path.join(cache_dir, f"callsetup-{digest}.so")
     if os.path.exists(target):
         return target, None
@@ -902,7 +907,7 @@ def build_call_setup(cache_dir: str, build_dir: str) -> tuple[str | None, str | 
     partial = os.path.join(build_dir, f"callsetup-{digest}.{os.getpid()}.so")
     try:
         done = subprocess.run(
-            [compiler, "-O2", "-shared", "-fPIC", "-Wl,-z,now", "-o", partial, CALL_SETUP_C],
+            [compiler, *flags, "-o", partial, CALL_SETUP_C],
             capture_output=True,
             timeout=60,
         )

@@ -78,7 +78,9 @@ def sandbox_interpreter() -> str:
 
 
 class LocalSandbox(ForkServerBackend):
-    """Hardened local backend. ``namespaces=False`` forces the weaker process-only mode (for tests)."""
+    """Hardened local backend. ``namespaces=False`` forces the weaker process-only mode (for tests);
+    ``call_setup="python"`` the fork server's Python path, which it takes anyway where no C compiler is
+    found (``info()["call_setup"]`` says which runs)."""
 
     name = "local"
 

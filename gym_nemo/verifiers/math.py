@@ -12,10 +12,11 @@ server does with its judge off:
 
 Bounded in time: math-verify guards itself with ``signal.alarm``, which raises outside a main thread and
 cannot stop a wedged C call. Its timeouts are disabled instead; every check runs in the verifier worker
-process (:mod:`gym_nemo.verifiers.worker`) and each whole request has a wall-time bound (``timeout_s``,
-NeMo Gym's 10 s by default); a check that overruns is killed and the answer scores 0, as in NeMo Gym, and
-so does one that crashes the worker twice. Only a worker that cannot start is an infrastructure error. Pure
-and deterministic in (expected answer, response), up to the time bound.
+process (:mod:`gym_nemo.verifiers.worker`) and each whole request has a time bound (``timeout_s``, NeMo
+Gym's 10 s by default) on the worker's CPU time, not wall time as in NeMo Gym, so that the reward does not
+depend on the machine's load (wall time is capped at 3x); a check that overruns is killed and the answer
+scores 0, as in NeMo Gym, and so does one that crashes the worker twice. Only a worker that cannot start
+is an infrastructure error. Pure and deterministic in (expected answer, response), up to the time bound.
 """
 
 from __future__ import annotations

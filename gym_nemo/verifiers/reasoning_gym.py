@@ -4,9 +4,9 @@ The answer is read from the response as NeMo Gym's reasoning_gym server reads it
 ``<answer>...</answer>`` block (reasoning-gym's convention), else the first ``\\boxed{...}`` (without nested
 braces), else the whole message. The generator's ``score_answer(answer, entry)`` gives the reward (some give
 partial credit; ``passed`` means 1.0). Scorers have no time limit of their own (several parse the answer with
-SymPy), so they run in the verifier worker process (:mod:`gym_nemo.verifiers.worker`) with a wall-time
-bound; an overrun, or a scorer that raises, scores 0. The scorer is rebuilt from the dataset's name and
-config (the generator's default config when the row does not record one, as NeMo Gym does).
+SymPy), so they run in the verifier worker process (:mod:`gym_nemo.verifiers.worker`) with a CPU-time
+bound (and a wall-time cap); an overrun, or a scorer that raises, scores 0. The scorer is rebuilt from the
+dataset's name and config (the generator's default config when the row does not record one, as NeMo Gym does).
 """
 
 from __future__ import annotations

@@ -3,8 +3,10 @@
 Some checkers cannot bound themselves: math-verify's timeouts use ``signal.alarm`` (they raise outside a main
 thread and cannot stop a wedged C call) and reasoning-gym's scorers have none. The worker
 (``_worker_main.py``) runs them in its own process under an address-space limit; every request has a
-wall-time bound, and a worker that overruns is killed (with its process group) and replaced on the next
-request. A worker that dies mid-request is replaced and the request retried once; a second death is
+bound on the worker's CPU time (read from ``/proc``; so a loaded machine does not turn a slow but correct
+check into a timeout, and the reward does not depend on what else runs) and a wall-time cap of
+``WALL_FACTOR`` times that. A worker that overruns is killed (with its process group) and replaced on the
+next request. A worker that dies mid-request is replaced and the request retried once; a second death is
 reported as ``{"died": true}``. Only a worker that cannot start at all raises
 :class:`~gym_nemo.core.errors.InfraError`.
 
@@ -30,6 +32,9 @@ from typing import Any
 from gym_nemo.core.errors import InfraError
 
 MEMORY_MB = 4096
+WALL_FACTOR = 3.0  # a request's wall-time cap, in multiples of its CPU-time bound
+_POLL_S = 0.05  # how often a waiting request reads the worker's CPU time
+_TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
 _MAIN = Path(__file__).with_name("_worker_main.py")
 
 
@@ -55,7 +60,8 @@ class VerifierWorker:
 
     def call(self, op: str, timeout_s: float, **arguments: Any) -> dict[str, Any]:
         """Run handler ``op`` with ``arguments``. Returns its reply dict (``"error"`` if it raised), or
-        ``{"timed_out": True}`` past ``timeout_s``, or ``{"died": True}`` if the worker died twice on it."""
+        ``{"timed_out": True}`` past ``timeout_s`` of the worker's CPU time (or ``WALL_FACTOR`` times that
+        of wall time), or ``{"died": True}`` if the worker died twice on it."""
         with self._lock:
             for attempt in (1, 2):
                 self._ensure_started()
@@ -116,7 +122,10 @@ class VerifierWorker:
         try:
             self._proc.stdin.write(json.dumps(request).encode() + b"\n")
             self._proc.stdin.flush()
-            return self._read_line(time.monotonic() + timeout_s)
+            cpu = self._cpu_seconds()
+            if cpu is None:  # no /proc: wall time only
+                return self._read_line(time.monotonic() + timeout_s)
+            return self._read_line(time.monotonic() + WALL_FACTOR * timeout_s, cpu + timeout_s)
         except OSError as exc:  # broken pipe: the worker is gone
             self._kill()
             raise _Died(str(exc)) from exc
@@ -124,13 +133,30 @@ class VerifierWorker:
             self._kill()
             raise
 
-    def _read_line(self, deadline: float) -> dict[str, Any]:
+    def _cpu_seconds(self) -> float | None:
+        """The worker's CPU time so far (user + system), or None where /proc cannot tell."""
+        assert self._proc is not None
+        try:
+            with open(f"/proc/{self._proc.pid}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            return None
+        return (int(fields[11]) + int(fields[12])) * _TICK_S
+
+    def _read_line(self, deadline: float, cpu_deadline: float | None = None) -> dict[str, Any]:
+        """The worker's next reply line; ``_Overrun`` past ``deadline`` (monotonic) or, if given,
+        ``cpu_deadline`` (the worker's CPU seconds)."""
         assert self._proc is not None and self._proc.stdout is not None
         fd = self._proc.stdout.fileno()
         while b"\n" not in self._buffer:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise _Overrun()
+            if cpu_deadline is not None:
+                cpu = self._cpu_seconds()
+                if cpu is not None and cpu >= cpu_deadline:
+                    raise _Overrun()
+                remaining = min(remaining, _POLL_S)
             ready, _, _ = select.select([fd], [], [], remaining)
             if ready:
                 chunk = os.read(fd, 1 << 16)
