@@ -17,6 +17,7 @@ pytest.importorskip("fastapi", reason="gym-nemo serve needs the serve extra")
 
 from gym_nemo.integrations.nemo_gym import join_rollouts, score
 from tests.serving import served, start_server
+from tests.test_nemo_gym import SLOW_CHECK_S
 
 DATA = Path(__file__).resolve().parent / "data" / "nemo_gym"
 # A verification that always overruns its bound: each such step holds the verifier for verify_timeout_s.
@@ -29,7 +30,8 @@ def rows(server: str, name: str) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def math_server():
-    with served("nemo/Math-v0") as server:
+    """Checks get time enough for NeMo Gym's slow row (see tests/test_nemo_gym.py, SLOW_CHECK_S)."""
+    with served("nemo/Math-v0", "--env-kwargs", json.dumps({"verify_timeout_s": SLOW_CHECK_S})) as server:
         yield server
 
 
@@ -215,7 +217,8 @@ def test_verify_gives_score_rewards_on_nemo_gym_rows(math_server) -> None:
             reply = client.post("/verify", json=row)
             assert reply.status_code == 200, reply.text
             body = reply.json()
-            assert body["reward"] == score(row, "math_with_judge")["reward"] == row["reward"]
+            assert body["reward"] == score(row, "math_with_judge", verify_timeout_s=SLOW_CHECK_S)["reward"]
+            assert body["reward"] == row["reward"]
             assert body["responses_create_params"] == row["responses_create_params"]
             assert body["mask_sample"] is False
 

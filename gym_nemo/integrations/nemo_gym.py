@@ -63,14 +63,15 @@ SERVER_TEXT: dict[str, Callable[[Mapping[str, Any]], str]] = {
 
 
 @functools.cache
-def _scoring_env(env_id: str) -> TextEnv:
-    return gym.make(env_id).unwrapped  # type: ignore[return-value]
+def _scoring_env(env_id: str, env_kwargs: str) -> TextEnv:
+    return gym.make(env_id, **json.loads(env_kwargs)).unwrapped  # type: ignore[return-value]
 
 
-def score(row: Mapping[str, Any], server: str) -> dict[str, Any]:
+def score(row: Mapping[str, Any], server: str, **env_kwargs: Any) -> dict[str, Any]:
     """Re-score a NeMo Gym rollout row (task fields + ``response``) with our verifier for ``server``.
 
-    Returns ``{"reward", "passed", "fraction", "reason", "details", "infra_error", "verifier"}``.
+    ``env_kwargs`` go to the env that verifies (e.g. ``verify_timeout_s=60`` to re-score a slow check on a slow
+    machine). Returns ``{"reward", "passed", "fraction", "reason", "details", "infra_error", "verifier"}``.
     """
     try:
         env_id = SERVER_ENVS[server]
@@ -78,7 +79,7 @@ def score(row: Mapping[str, Any], server: str) -> dict[str, Any]:
         raise ValueError(f"no gym_nemo verifier for NeMo Gym server {server!r}; known: {sorted(SERVER_ENVS)}") from None
     if "response" not in row:
         raise ValueError("a rollout row needs 'response' (the Responses API object the model produced)")
-    env = _scoring_env(env_id)
+    env = _scoring_env(env_id, json.dumps(env_kwargs, sort_keys=True))
     task = env.row_to_task(row, 0)
     verdict = env.verify(task, SERVER_TEXT.get(server, response_text)(row["response"]))
     return {**verdict.to_dict(), "verifier": f"{env.verifier_name}@{env.verifier_version}"}

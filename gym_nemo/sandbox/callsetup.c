@@ -348,7 +348,7 @@ static void sweep_orphans(void) {
 static void reap(void) {
     char buf[8192];
     size_t n = 0;
-    int exits = 0;
+    int exits = 0, orphans = 0;
     for (;;) {
         siginfo_t info;
         info.si_pid = 0;
@@ -363,14 +363,17 @@ static void reap(void) {
                 memmove(ready + i, ready + i + 1, (size_t)(--n_ready - i) * sizeof *ready);
                 break;
             }
-        if (index < 0) continue;
+        if (index < 0) {  /* an orphan: whatever it started is re-parented to us now */
+            orphans++;
+            continue;
+        }
         calls[index] = calls[--n_calls];
         if (n + 40 > sizeof buf) { buf[n++] = ']'; buf[n++] = '}'; gn_post(buf, n); n = 0; }
         n += (size_t)snprintf(buf + n, sizeof buf - n, n ? ", [%d, %d]" : "{\"exits\": [[%d, %d]", pid, status);
         exits++;
     }
     if (n) { buf[n++] = ']'; buf[n++] = '}'; gn_post(buf, n); }
-    if (exits && !config->namespaces) sweep_orphans();
+    if ((exits || orphans) && !config->namespaces) sweep_orphans();
 }
 
 /* Serve the worker until a request needs Python (1), or (2) in a call process forked here. The

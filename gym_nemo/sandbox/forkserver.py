@@ -1193,8 +1193,10 @@ def _fork_ready(iso: Isolation, own_pidns: int) -> tuple[int, socket.socket]:
 
 def _zygote_reap(iso: Isolation, calls: set[int], ready: collections.deque) -> list[list[int]]:
     """Reap exited children; return ``[pid, wait status]`` of the calls among them. A call's process group
-    is killed while the call is still a zombie, so that group id cannot have been reused yet."""
+    is killed while the call is still a zombie, so that group id cannot have been reused yet. Without pid
+    namespaces, orphans are swept after any exit, an orphan's too (what it started was just re-parented)."""
     exits = []
+    orphans = 0
     while True:
         try:
             info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
@@ -1209,7 +1211,9 @@ def _zygote_reap(iso: Isolation, calls: set[int], ready: collections.deque) -> l
         if pid in calls:
             calls.discard(pid)
             exits.append([pid, status])
-    if exits and not iso.namespaces:
+        else:  # an orphan: whatever it started is re-parented to us now
+            orphans += 1
+    if (exits or orphans) and not iso.namespaces:
         _sweep_orphans(calls | {pid for pid, _ in ready})
     return exits
 
