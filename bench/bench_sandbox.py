@@ -5,7 +5,8 @@
 local:  isolated ``print(1)`` calls/s on the fork-server pool with 2 concurrent clients and with 4 (enough
         to keep both cores busy: the throughput), and p50 latency, against launching ``/usr/bin/python3 -I -S
         -c`` per call (process per call, no isolation at all), measured the same two ways, in alternating
-        rounds (the median round of each side).
+        rounds (the median round of each side); at 4 clients also the same pool with its call setup in Python
+        (``LocalSandbox(call_setup="python")``, what runs where no C compiler is found).
 docker: warm-pool call p50 against ``exec_run`` into a warm container of the same image.
 """
 
@@ -56,26 +57,31 @@ def bench_local(calls: int, rounds: int) -> dict:
 
     box = LocalSandbox()
     box.run(CODE)
-    per_thread = threading.local()  # one client (connection) per thread
+    LocalSandbox(call_setup="python").run(CODE)
+    per_thread = threading.local()  # one client (connection) per thread and kind
 
-    def isolated() -> None:
-        if not hasattr(per_thread, "box"):
-            per_thread.box = LocalSandbox()
-        assert per_thread.box.run(CODE).stdout == "1\n"
+    def isolated(call_setup: str = "auto") -> None:
+        if not hasattr(per_thread, call_setup):
+            setattr(per_thread, call_setup, LocalSandbox(call_setup=call_setup))
+        assert getattr(per_thread, call_setup).run(CODE).stdout == "1\n"
 
     info = box.info()
     figures = {"local_mode": info["mode"], "local_call_setup": info.get("call_setup", "python")}
     for clients in (2, 4):
         # Short rounds, alternating, so that drift of the machine (other tenants, the host) hits both
         # sides alike; each side's figure is its median round.
-        spawn_rounds, local_rounds = [], []
+        spawn_rounds, local_rounds, python_rounds = [], [], []
         for _ in range(rounds):
             spawn_rounds.append(throughput(spawn, calls // (2 * rounds), clients))
             local_rounds.append(throughput(isolated, calls // rounds, clients))
+            if clients == 4:  # the fork server's Python path (no C compiler), for comparison
+                python_rounds.append(throughput(lambda: isolated("python"), calls // rounds, clients))
         figures[f"spawn_calls_per_s_{clients}"] = statistics.median(spawn_rounds)
         figures[f"local_calls_per_s_{clients}"] = statistics.median(local_rounds)
         ratio = figures[f"local_calls_per_s_{clients}"] / figures[f"spawn_calls_per_s_{clients}"]
         figures[f"local_vs_spawn_{clients}"] = ratio
+    figures["local_python_setup_calls_per_s_4"] = statistics.median(python_rounds)
+    figures["local_vs_python_setup_4"] = figures["local_calls_per_s_4"] / figures["local_python_setup_calls_per_s_4"]
     figures["spawn_p50_ms"] = p50_ms(spawn, 200)
     figures["local_p50_ms"] = p50_ms(lambda: box.run(CODE), 500)
     return figures
@@ -123,6 +129,10 @@ def main() -> None:
             f"{f[f'spawn_calls_per_s_{clients}']:6.0f} calls/s; local fork-server pool, isolated "
             f"{f[f'local_calls_per_s_{clients}']:6.0f} calls/s: x{f[f'local_vs_spawn_{clients}']:.2f} baseline"
         )
+    print(
+        f"4 clients: the same pool with the call setup in Python (no C compiler) "
+        f"{f['local_python_setup_calls_per_s_4']:6.0f} calls/s: the C path x{f['local_vs_python_setup_4']:.2f} that"
+    )
     print(f"p50 latency: spawn {f['spawn_p50_ms']:.2f} ms; local pool {f['local_p50_ms']:.2f} ms")
     if "docker_skipped" in f:
         print(f"docker: skipped ({f['docker_skipped']})")
