@@ -47,7 +47,7 @@ struct gn_config {
 struct gn_result {                          /* what a call process's Python learns from fork_ready */
     int stage, error;                       /* the step that failed (0: none) and its errno */
     ssize_t msg_len;                        /* 0: the zygote hung up before a call came */
-    int n_fds, plan;                        /* plan: index set by gn_plan_set, or -1 (the Python path goes on) */
+    int plan;                               /* index set by gn_plan_set, or -1 (the Python path goes on) */
     char *source; size_t source_len;
 };
 
@@ -110,24 +110,31 @@ failed:;
 }
 
 /* Wait for the call on fd 3: its request, and its fds as 0..n-1. */
-static void receive(void) {
+/* One packet from sock into buf, its fds (up to MAX_FDS, close-on-exec) into fds; returns recvmsg's value. */
+static ssize_t recv_with_fds(int sock, char *buf, size_t cap, int flags, int *fds, int *n_fds) {
     char control[CMSG_SPACE(MAX_FDS * sizeof(int))];
-    struct iovec iov = {gn_msg, sizeof gn_msg};
+    struct iovec iov = {buf, cap};
     struct msghdr mh = {0};
     mh.msg_iov = &iov; mh.msg_iovlen = 1; mh.msg_control = control; mh.msg_controllen = sizeof control;
-    ssize_t got;
-    do got = recvmsg(3, &mh, MSG_CMSG_CLOEXEC); while (got < 0 && errno == EINTR);
-    if (got <= 0) { gn_result.msg_len = 0; return; }
-    gn_result.msg_len = got;
-    int fds[MAX_FDS], n = 0;
+    ssize_t got = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC | flags);
+    *n_fds = 0;
+    if (got <= 0) return got;
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
         if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
         int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-        for (int i = 0; i < k && n < MAX_FDS; i++) memcpy(&fds[n++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+        for (int i = 0; i < k && *n_fds < MAX_FDS; i++) memcpy(&fds[(*n_fds)++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
     }
+    return got;
+}
+
+static void receive(void) {
+    int fds[MAX_FDS], n;
+    ssize_t got;
+    do got = recv_with_fds(3, gn_msg, sizeof gn_msg, 0, fds, &n); while (got < 0 && errno == EINTR);
+    if (got <= 0) { gn_result.msg_len = 0; return; }
+    gn_result.msg_len = got;
     for (int i = 0; i < n; i++)  /* they arrive ascending from 4 up: no dup clobbers a later one */
         if (dup3(fds[i], i, i < 3 ? 0 : O_CLOEXEC) < 0 && gn_result.stage == 0) { gn_result.stage = 6; gn_result.error = errno; }
-    gn_result.n_fds = n;
     close_from(n);
 }
 
@@ -391,24 +398,13 @@ int gn_zygote_serve(int wake, int ready_calls) {
         reap();
         if (fds[0].revents & POLLOUT) flush();
         if (!(fds[0].revents & (POLLIN | POLLHUP | POLLERR))) continue;
-        char control[CMSG_SPACE(MAX_FDS * sizeof(int))];
-        struct iovec iov = {gn_pending, sizeof gn_pending};
-        struct msghdr mh = {0};
-        mh.msg_iov = &iov; mh.msg_iovlen = 1; mh.msg_control = control; mh.msg_controllen = sizeof control;
-        ssize_t got = recvmsg(WORKER, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+        ssize_t got = recv_with_fds(WORKER, gn_pending, sizeof gn_pending, MSG_DONTWAIT, pending_fds, &n_pending_fds);
         if (got < 0 && (errno == EAGAIN || errno == EINTR)) continue;
         if (got <= 0) {  /* the worker is gone: so are its calls */
             for (int i = 0; i < n_calls; i++) killpg(calls[i], SIGKILL);
             _exit(0);
         }
         gn_pending_len = got;
-        n_pending_fds = 0;
-        for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
-            if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-            int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-            for (int i = 0; i < k && n_pending_fds < MAX_FDS; i++)
-                memcpy(&pending_fds[n_pending_fds++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-        }
         if (find_plan(gn_pending, (size_t)got) < 0) return 1;
         if (gn_hand_off() == CHILD) return CHILD;
     }

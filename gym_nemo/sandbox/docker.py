@@ -169,7 +169,6 @@ class DockerSandbox(ForkServerBackend):
         self._pid = os.getpid()
         self._pool_lock = threading.Lock()
         self._info: dict[str, Any] | None = None
-        self._call_setup: str | None = None
 
     # -- containers
     def _settings(self) -> dict[str, Any]:
@@ -190,12 +189,11 @@ class DockerSandbox(ForkServerBackend):
             "runtime": self.runtime,
         }
 
-    def _call_setup_library(self) -> str | None:
-        """``callsetup.c`` built on the host (cached in the runtime dir), for the containers to load."""
-        if self._call_setup is None:
-            rt = str(runtime_dir())
-            self._call_setup = forkserver.build_call_setup(rt, rt)[0] or ""
-        return self._call_setup or None
+    @staticmethod
+    def _call_setup_library() -> str | None:
+        """``callsetup.c`` built on the host (once per version, cached in the runtime dir), for containers."""
+        rt = str(runtime_dir())
+        return forkserver.build_call_setup(rt, rt)[0]
 
     def _start_container(self, pooled: bool = True) -> _Container:
         from docker.types import Ulimit

@@ -57,6 +57,7 @@ import time
 import traceback
 import types
 from collections.abc import Callable
+from typing import Any
 
 PROTOCOL = 1
 _HEADER = struct.Struct(">I")
@@ -593,7 +594,7 @@ def _ready_child_c(iso: Isolation) -> None:
     code = 120
     try:
         signal.set_wakeup_fd(-1)  # the zygote's SIGCHLD wake-up pipe is not ours (C reset the handler)
-        stage, error, msg_len, _, index, source_at, source_len = _CALL_SETUP.read_result()
+        stage, error, msg_len, index, source_at, source_len = _CALL_SETUP.read_result()
         if not msg_len:  # the zygote is gone, and no call came
             os._exit(0)
         if stage:
@@ -757,12 +758,12 @@ def _new_main(workdir: str) -> types.ModuleType:
     return module
 
 
-_MAIN_AHEAD: list[types.ModuleType] = []  # made by the zygote for calls in CALL_WORKDIR: each call owns its copy
+_MAIN_AHEAD: types.ModuleType | None = None  # made by the zygote for calls in CALL_WORKDIR; each owns its copy
 
 
 def _fresh_main(plan: _Plan) -> dict:
     """Make the call's ``__main__``, ``sys.argv`` and ``sys.path`` (each call process has its own copies)."""
-    module = _MAIN_AHEAD[0] if _MAIN_AHEAD and plan.workdir == CALL_WORKDIR else _new_main(plan.workdir)
+    module = _MAIN_AHEAD if _MAIN_AHEAD and plan.workdir == CALL_WORKDIR else _new_main(plan.workdir)
     sys.modules["__main__"] = module
     sys.argv = ["main.py"]
     sys.path = plan.sys_path
@@ -808,10 +809,10 @@ def _session_loop(namespace: dict) -> int:
 
 # ----------------------------------------------------------------------------- the call setup in C
 
-# ``callsetup.c`` does in C what ``_ready_child`` does in Python: fork, prepare, receive the call, apply
-# its plan, read its code. A forked Python process copies every page it writes, and each Python statement
-# writes to the objects it touches: the Python steps cost ~300 page faults per call, the C ones a few.
-# Compiled once per source version with the host's C compiler where there is one; else the Python path.
+# ``callsetup.c`` does in C what ``_ready_child`` (fork, prepare, receive the call, apply its plan, read its
+# code) and ``_zygote_serve``'s loop do in Python. A forked Python process copies every page it writes, and
+# each Python statement writes to the objects it touches: those steps cost ~300 page faults per call in
+# Python. Compiled once per source version with the host's C compiler where there is one; else Python.
 CALL_SETUP_C = os.path.join(os.path.dirname(os.path.abspath(__file__)), "callsetup.c")
 _C_SETUP_STAGES = {
     3: "unshare",
@@ -870,16 +871,8 @@ class _GnConfig(ctypes.Structure):
     )
 
 
-class _GnResult(ctypes.Structure):
-    _fields_ = (
-        ("stage", ctypes.c_int),
-        ("error", ctypes.c_int),
-        ("msg_len", ctypes.c_ssize_t),
-        ("n_fds", ctypes.c_int),
-        ("plan", ctypes.c_int),
-        ("source", ctypes.c_void_p),
-        ("source_len", ctypes.c_size_t),
-    )
+# struct gn_result in callsetup.c: stage, error, msg_len, plan, source, source_len (native layout)
+_GN_RESULT = struct.Struct("@iiniPN")
 
 
 def build_call_setup(cache_dir: str, build_dir: str) -> tuple[str | None, str | None]:
@@ -929,12 +922,10 @@ class CallSetup:
         self.lib.gn_post.argtypes = (ctypes.c_char_p, ctypes.c_size_t)
         self.lib.gn_kill_call.argtypes = (ctypes.c_int,)
         self.lib.gn_zygote_serve.argtypes = (ctypes.c_int, ctypes.c_int)
-        result = _GnResult.in_dll(self.lib, "gn_result")
-        # One unpack of its bytes, in the call process: each ctypes field read touches several objects,
-        # and every object a forked child touches costs a page copy.
-        self.read_result = functools.partial(
-            struct.Struct("@iiniiPN").unpack_from, (ctypes.c_char * ctypes.sizeof(result)).from_buffer(result)
-        )
+        # Read in one unpack, in the call process: each ctypes field read touches several objects, and every
+        # object a forked child touches costs a page copy.
+        result = (ctypes.c_char * _GN_RESULT.size).in_dll(self.lib, "gn_result")
+        self.read_result = functools.partial(_GN_RESULT.unpack_from, result)
         self.msg = ctypes.addressof(ctypes.c_char.in_dll(self.lib, "gn_msg"))
         self.pending = ctypes.addressof(ctypes.c_char.in_dll(self.lib, "gn_pending"))
         self.pending_len = ctypes.c_ssize_t.in_dll(self.lib, "gn_pending_len")
@@ -982,23 +973,17 @@ class CallSetup:
                 raise OSError(ctypes.get_errno(), "the zygote's poll failed")
 
     def _answer(self, iso: Isolation) -> int:
-        """Answer the pending request: a kill, or a call of a new plan (cached if it can be)."""
-        msg = ctypes.string_at(self.pending, self.pending_len.value)
-        try:
-            req = json.loads(msg)
-            if "kill" in req:
-                self.lib.gn_drop_pending()
-                self.lib.gn_kill_call(int(req["kill"]))
-                return 0
-            plan = _Plan(iso, req)
-        except Exception as exc:
-            self.lib.gn_drop_pending()
-            reply = json.dumps({"error": f"bad request: {type(exc).__name__}: {exc}"}).encode()
+        """Answer the pending request, of no cached plan (see ``_new_request``)."""
+        kind, value = _new_request(iso, ctypes.string_at(self.pending, self.pending_len.value))
+        if kind == "plan":
+            return self.lib.gn_hand_off()
+        self.lib.gn_drop_pending()
+        if kind == "kill":
+            self.lib.gn_kill_call(value)
+        else:
+            reply = json.dumps({"error": value}).encode()
             self.lib.gn_post(reply, len(reply))
-            return 0
-        if req.get("scratch") is None:  # requests of one shape (op, limits, uid) share a plan
-            _cache_plan(msg, plan)
-        return self.lib.gn_hand_off()
+        return 0
 
 
 _CALL_SETUP: CallSetup | None = None  # in a zygote that loaded callsetup.c, and in its call processes
@@ -1025,7 +1010,7 @@ def _zygote_serve(sock: socket.socket, iso: Isolation, ready_calls: int = READY_
     The zygote is a fresh interpreter (see ``Zygote._start``) that runs only this small loop. It exits,
     killing its calls, when the worker hangs up. It never blocks on a send (the socket holds only 10
     packets each way): replies wait in an outbox until the worker reads."""
-    global _CALL_STREAMS, _CALL_SETUP
+    global _CALL_STREAMS, _CALL_SETUP, _MAIN_AHEAD
     signal.set_wakeup_fd(-1)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, signal.SIG_DFL)
@@ -1049,7 +1034,7 @@ def _zygote_serve(sock: socket.socket, iso: Isolation, ready_calls: int = READY_
     signal.signal(signal.SIGCHLD, lambda signum, frame: None)
     own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC) if iso.namespaces else -1
     _CALL_STREAMS = _std_streams()
-    _MAIN_AHEAD[:] = [_new_main(CALL_WORKDIR)]
+    _MAIN_AHEAD = _new_main(CALL_WORKDIR)
     calls: set[int] = set()
     ready: collections.deque[tuple[int, socket.socket]] = collections.deque()
     if iso.namespaces:
@@ -1117,20 +1102,15 @@ def _zygote_serve(sock: socket.socket, iso: Isolation, ready_calls: int = READY_
                 _killpg(pid)
             os._exit(0)
         if msg not in _PLANS:
-            req = json.loads(msg)
-            if "kill" in req:
-                if req["kill"] in calls:
-                    _killpg(req["kill"])
-                continue
-            try:
-                plan = _Plan(iso, req)
-            except Exception as exc:
+            kind, value = _new_request(iso, msg)
+            if kind != "plan":
                 for fd in fds:
                     os.close(fd)
-                post({"error": f"bad request: {type(exc).__name__}: {exc}"})
+                if kind == "kill" and value in calls:
+                    _killpg(value)
+                elif kind == "error":
+                    post({"error": value})
                 continue
-            if req.get("scratch") is None:  # requests of one shape (op, limits, uid) share a plan
-                _cache_plan(msg, plan)
         try:
             tries = len(ready) + 3
             for attempt in range(tries):  # hand the call to a ready process; skip any that died waiting
@@ -1156,6 +1136,21 @@ def _zygote_serve(sock: socket.socket, iso: Isolation, ready_calls: int = READY_
                 ready.append(_fork_ready(iso, own_pidns))
             except OSError:
                 break
+
+
+def _new_request(iso: Isolation, msg: bytes) -> tuple[str, Any]:
+    """A request of no cached plan: ``("kill", pid)``, ``("plan", its plan)`` (cached when requests of its
+    shape can share it), or ``("error", why)``."""
+    try:
+        req = json.loads(msg)
+        if "kill" in req:
+            return "kill", int(req["kill"])
+        plan = _Plan(iso, req)
+    except Exception as exc:
+        return "error", f"bad request: {type(exc).__name__}: {exc}"
+    if req.get("scratch") is None:  # requests of one shape (op, limits, uid) share a plan
+        _cache_plan(msg, plan)
+    return "plan", plan
 
 
 def _cache_plan(msg: bytes, plan: _Plan) -> None:
