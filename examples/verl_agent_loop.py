@@ -11,8 +11,8 @@ and an agent-loop config, then train with verl's PPO/GRPO entry point:
         actor_rollout_ref.rollout.agent.agent_loop_config_path=data/gym_nemo_agent_loop.yaml ...
 
 The adapter (``gym_nemo/integrations/verl.py``) is written from verl 0.9.1's source and NOT tested against verl
-(it cannot be installed next to this project's pins). ``--smoke`` runs what it delegates to,
-``play_token_episode``, with the tiny model generating through transformers in place of verl's server manager.
+(it cannot be installed next to this project's pins). ``--smoke`` runs what it delegates to, the episode engine's
+``aplay``, with the tiny model generating through transformers in place of verl's server manager.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from pathlib import Path
 
 import gymnasium as gym
 
-from gym_nemo.integrations.episode import play_token_episode
 from gym_nemo.policies import HFPolicy, SamplingParams
+from gym_nemo.policies.token import Generation
+from gym_nemo.rollout.engine import EpisodeTrace, aplay, policy_tokens
 from gym_nemo.wrappers import TokenEnv
 
 AGENT_LOOP_YAML = "- name: gym_nemo\n  _target_: gym_nemo.integrations.verl.NemoAgentLoop\n"
@@ -61,10 +62,10 @@ def main() -> None:
     policy = HFPolicy(build_tiny_model(Path(tempfile.mkdtemp()) / "tiny", "chatml"))
     stops = (policy.tokenizer.convert_tokens_to_ids("<|im_end|>"),)  # what the adapter adds to verl's params
 
-    async def generate(context: list[int]) -> tuple[list[int], list[float]]:
+    async def generate(trace: EpisodeTrace) -> Generation:
         sampling = SamplingParams(max_tokens=32, temperature=1.0, stop_token_ids=stops)
-        [gen] = await asyncio.to_thread(policy.generate, [context], sampling)
-        return gen.token_ids, gen.logprobs
+        [gen] = await asyncio.to_thread(policy.generate, [trace.context], sampling)
+        return gen
 
     async def run_all() -> list:
         envs = [TokenEnv(gym.make(args.env, max_attempts=2), policy.tokenizer) for _ in range(args.episodes)]
@@ -72,7 +73,13 @@ def main() -> None:
         try:
             return await asyncio.gather(
                 *(
-                    play_token_episode(env, generate, task_id=task, max_response_tokens=args.response_length)
+                    aplay(
+                        env,
+                        generate,
+                        EpisodeTrace(args.env, policy.name, task_id=task),
+                        options={"task_id": task},
+                        max_response_tokens=args.response_length,
+                    )
                     for env, task in zip(envs, tasks, strict=False)
                 )
             )
@@ -80,10 +87,11 @@ def main() -> None:
             for env in envs:
                 env.close()
 
-    for episode in asyncio.run(run_all()):
+    for record in asyncio.run(run_all()):
+        stream = policy_tokens(record)
         print(
-            f"{episode.info.get('task_id')}: reward {episode.reward:.2f}  turns {episode.turns}  done {episode.done}  "
-            f"response {len(episode.response_ids)} tokens ({sum(episode.response_mask)} policy)"
+            f"{record.task_id}: reward {record.reward:.2f}  turns {record.num_turns}  done {record.terminated}  "
+            f"response {len(stream.ids)} tokens ({sum(stream.mask)} policy)"
         )
 
 

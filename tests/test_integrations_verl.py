@@ -6,8 +6,8 @@ import json
 import gymnasium as gym
 import pytest
 
-from gym_nemo.integrations.episode import play_token_episode
-from gym_nemo.policies.token import SamplingParams
+from gym_nemo.policies.token import Generation, SamplingParams
+from gym_nemo.rollout.engine import EpisodeTrace, aplay, policy_tokens
 from gym_nemo.wrappers import TokenEnv
 
 
@@ -16,20 +16,24 @@ def test_episode_with_a_real_generate_is_token_exact(policy) -> None:
     env = TokenEnv(gym.make("nemo/TargetChar-v0", max_attempts=2), tokenizer)
     calls = []
 
-    async def generate(context):
-        calls.append(list(context))
-        [gen] = await asyncio.to_thread(policy.generate, [context], SamplingParams(max_tokens=6, seed=len(calls)))
-        return gen.token_ids, gen.logprobs
+    async def generate(trace: EpisodeTrace) -> Generation:
+        calls.append(list(trace.context))
+        sampling = SamplingParams(max_tokens=6, seed=len(calls))
+        [gen] = await asyncio.to_thread(policy.generate, [trace.context], sampling)
+        return gen
 
-    episode = asyncio.run(play_token_episode(env, generate, task_id="target-char/a", max_response_tokens=200))
-    assert episode.done and episode.turns == 2 == len(calls)  # 6-token cut answers are wrong: feedback, 2nd turn
-    assert episode.reward == pytest.approx(env.unwrapped._return)
-    ids = episode.prompt_ids + episode.response_ids
+    trace = EpisodeTrace("nemo/TargetChar-v0", policy.name)
+    record = asyncio.run(aplay(env, generate, trace, options={"task_id": "target-char/a"}, max_response_tokens=200))
+    assert record.terminated and record.num_turns == 2 == len(calls)  # 6-token cut answers are wrong: 2nd turn
+    assert record.reward == pytest.approx(env.unwrapped._return)
+    stream = policy_tokens(record)
+    ids = record.prompt_ids + stream.ids
     assert ids == env.get_wrapper_attr("_ids")[: len(ids)]  # TokenEnv's own stream, trailing env tokens cut
+    assert record.prompt_ids + record.completion_ids == env.get_wrapper_attr("_ids")  # the record keeps them
     assert calls[1] == ids[: len(calls[1])]  # the second turn saw exactly the first turn's stream
-    assert episode.response_mask[-1] == 1
-    assert all(lp < 0 for lp, m in zip(episode.response_logprobs, episode.response_mask, strict=True) if m)
-    assert all(lp == 0 for lp, m in zip(episode.response_logprobs, episode.response_mask, strict=True) if not m)
+    assert stream.mask[-1] == 1
+    assert all(lp < 0 for lp, m in zip(stream.logprobs, stream.mask, strict=True) if m)
+    assert all(lp == 0 for lp, m in zip(stream.logprobs, stream.mask, strict=True) if not m)
     env.close()
 
 
@@ -41,14 +45,15 @@ def test_episode_budget_ends_a_long_episode(tiny_model_dir) -> None:
     call = {"name": "execute_python", "arguments": {"code": "print(6 * 7)"}}
     tool_call = [*tokenizer.encode(f"<tool_call>\n{json.dumps(call)}\n</tool_call>"), tokenizer.eos_token_id]
 
-    async def generate(context):
-        return tool_call, None
+    async def generate(trace: EpisodeTrace) -> Generation:
+        return Generation.from_server(tool_call, None, [tokenizer.eos_token_id])
 
-    episode = asyncio.run(play_token_episode(env, generate, max_response_tokens=150))
-    assert not episode.done and episode.infra_error is None
-    per_turn = len(episode.response_ids) // episode.turns
-    assert len(episode.response_ids) >= 150 > len(episode.response_ids) - per_turn  # stopped once over budget
-    env_ids = [t for t, m in zip(episode.response_ids, episode.response_mask, strict=True) if not m]
+    record = asyncio.run(aplay(env, generate, EpisodeTrace("nemo/CodeExec-v0"), max_response_tokens=150))
+    assert not record.terminated and record.truncated and record.infra_error is None
+    assert record.finish_reasons == ["stop"] * record.num_turns
+    per_turn = len(record.completion_ids) // record.num_turns
+    assert len(record.completion_ids) >= 150 > len(record.completion_ids) - per_turn  # stopped once over budget
+    env_ids = [t for t, m in zip(record.completion_ids, record.completion_mask, strict=True) if not m]
     assert "42" in tokenizer.decode(env_ids)
     env.close()
 

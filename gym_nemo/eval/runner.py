@@ -38,6 +38,7 @@ from gym_nemo.core.task import content_hash
 from gym_nemo.eval.manifest import build_manifest, package_versions, sandbox_info
 from gym_nemo.eval.metrics import env_scores, overall_scores, rounded
 from gym_nemo.eval.suite import EnvEntry, Suite, SuiteError
+from gym_nemo.rollout.engine import EpisodeTrace, failure, play
 from gym_nemo.rollout.records import EpisodeRecord
 
 POLICY_KINDS = ("reference", "openai", "hf", "vllm")
@@ -238,8 +239,8 @@ class _TextRun:
                     try:
                         env = self._make_env()
                     except Exception as exc:  # e.g. its sandbox could not start: an infra error, not a crash
-                        error = f"env could not be built: {type(exc).__name__}: {exc}"
-                        record, env_ok = self._record(g, sample, time.monotonic(), error=error), True
+                        error = failure("env construction", exc)
+                        record, env_ok = self._trace(g, sample).record(terminated=False, infra_error=error), True
                 if env is not None:
                     record, env_ok = self._play(env, g, sample)
                 with self.lock:
@@ -255,75 +256,36 @@ class _TextRun:
             if env is not None:
                 env.close()
 
+    def _trace(self, g: int, sample: int) -> EpisodeTrace:
+        task_id = self.plan.task_ids[g]
+        return EpisodeTrace(
+            self.plan.entry.env_id,
+            "reference" if self.policy.kind == "reference" else f"openai:{self.policy.model}",
+            seed=episode_seed(self.suite.seed, self.plan.index, g, sample),
+            group=g,
+            task_id=task_id,
+            describe=lambda: (self.plan.rows[task_id], self.plan.info["versions"]),
+        )
+
     def _play(self, env: gym.Env, g: int, sample: int) -> tuple[EpisodeRecord, bool]:
         """Play one episode; returns its record and whether the env is still usable."""
-        task_id = self.plan.task_ids[g]
-        seed = episode_seed(self.suite.seed, self.plan.index, g, sample)
-        started = time.monotonic()
-        step_rewards: list[float] = []
-        components: list[dict[str, float]] = []
-        info: dict[str, Any] = {"task_id": task_id}
-        terminated = False
-        error: str | None = None
-        env_ok = True
-        try:
-            obs, info = env.reset(seed=seed, options={"task_id": task_id})
-            policy = self._episode_policy(env, seed)
-            while True:
-                try:
-                    action = policy.act([obs], [info])[0]
-                except Exception as exc:
-                    error = f"policy call failed: {type(exc).__name__}: {exc}"
-                    self._policy_failed(error)
-                    break
-                self._policy_ok(policy)
-                obs, reward, terminated, truncated, info = env.step(action)
-                step_rewards.append(float(reward))
-                components.append(dict(info.get("reward_components", {})))
-                if terminated or truncated:
-                    break
-        except Exception as exc:
-            error, env_ok = f"env failed: {type(exc).__name__}: {exc}", False
-        record = self._record(
-            g, sample, started, info=info, step_rewards=step_rewards, components=components, terminated=terminated
-        )
-        if error is not None:
-            record.infra_error, record.terminated, record.truncated = error, False, True
-        return record, env_ok
+        trace = self._trace(g, sample)
+        policy: Any = None
 
-    def _record(
-        self,
-        g: int,
-        sample: int,
-        started: float,
-        *,
-        info: dict[str, Any] | None = None,
-        step_rewards: list[float] | None = None,
-        components: list[dict[str, float]] | None = None,
-        terminated: bool = False,
-        error: str | None = None,
-    ) -> EpisodeRecord:
-        info, step_rewards = info or {}, step_rewards or []
-        task_id = self.plan.task_ids[g]
-        return EpisodeRecord(
-            env_id=self.plan.entry.env_id,
-            task_id=task_id,
-            task_row=dict(info.get("task_row") or self.plan.rows[task_id]),
-            messages=list(info.get("messages", [])),
-            reward=float(sum(step_rewards)),
-            step_rewards=step_rewards,
-            reward_components=components or [],
-            verdict=info.get("verdict"),
-            terminated=bool(terminated),
-            truncated=not terminated,
-            infra_error=error or info.get("infra_error"),
-            num_turns=len(step_rewards),
-            duration_s=time.monotonic() - started,
-            policy="reference" if self.policy.kind == "reference" else f"openai:{self.policy.model}",
-            seed=episode_seed(self.suite.seed, self.plan.index, g, sample),
-            versions=dict(info.get("versions") or self.plan.info["versions"]),
-            group=g,
-        )
+        def act(t: EpisodeTrace) -> str:
+            nonlocal policy
+            policy = policy or self._episode_policy(env, int(t.seed or 0))
+            try:
+                action = policy.act([t.observation], [t.info])[0]
+            except Exception as exc:
+                self._policy_failed(failure("policy call", exc))
+                raise
+            self._policy_ok(policy)
+            return action
+
+        record = play(env, act, trace, seed=trace.seed, options={"task_id": trace.task_id})
+        assert record is not None  # nothing aborts a text run's episode
+        return record, not trace.env_failed
 
     def _policy_ok(self, policy: Any) -> None:
         with self.lock:

@@ -38,6 +38,7 @@ import gymnasium as gym
 from openrlhf.utils.agent import AgentInstanceBase, MultiTurnAgentExecutor
 
 import gym_nemo  # noqa: F401  (registers the nemo/* envs)
+from gym_nemo.rollout.engine import EpisodeTrace
 from gym_nemo.wrappers.token_env import TokenEnv
 
 ENV_ID_VAR = "GYM_NEMO_ENV"
@@ -83,8 +84,7 @@ class NemoAgentInstance(AgentInstanceBase):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.env: TokenEnv | None = None
-        self.turns = 0
-        self.episode_return = 0.0
+        self.trace = EpisodeTrace(self.executor.env_id, "openrlhf")
         self.instances.append(self)
 
     async def reset(self, states: dict, **kwargs: Any) -> dict:
@@ -92,23 +92,25 @@ class NemoAgentInstance(AgentInstanceBase):
         if not task_id:
             raise ValueError("the sample has no label: use the task id as the label (see write_prompts)")
         self.env = self.executor.acquire_env(self.tokenizer)
-        obs, _ = await asyncio.to_thread(self.env.reset, options={"task_id": str(task_id)})
+        obs, info = await asyncio.to_thread(self.env.reset, options={"task_id": str(task_id)})
+        self.trace = EpisodeTrace(self.executor.env_id, "openrlhf", task_id=str(task_id))
+        self.trace.start(obs, info)
         return {**states, "observation": self._decode(obs)}
 
     async def step(self, state_dict: dict, **kwargs: Any) -> dict:
         import torch
 
         assert self.env is not None, "reset() first"
+        # OpenRLHF drives this episode (its executor keeps the token stream); the engine's trace keeps its returns.
         action_ids = [int(t) for t in self.engine.last_output.outputs[0].token_ids]
         delta, reward, terminated, truncated, info = await asyncio.to_thread(self.env.step, action_ids)
-        self.turns += 1
-        self.episode_return += float(reward)
+        self.trace.add_step(delta, float(reward), info)
         return {
             "rewards": torch.tensor(float(reward)),
-            "scores": torch.tensor(self.episode_return),
+            "scores": torch.tensor(self.trace.reward),
             "environment_feedback": self._decode(delta),
             "done": bool(terminated or truncated),
-            "extra_logs": {"turns": float(self.turns), "infra_error": float(bool(info.get("infra_error")))},
+            "extra_logs": {"turns": float(self.trace.turns), "infra_error": float(bool(info.get("infra_error")))},
         }
 
     def _decode(self, ids: Any) -> str:

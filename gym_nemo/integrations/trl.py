@@ -33,13 +33,13 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium as gym
 
 import gym_nemo  # noqa: F401  (registers the nemo/* envs)
 from gym_nemo.policies.token import Generation, SamplingParams
+from gym_nemo.rollout.engine import EpisodeTrace, play_lockstep, policy_tokens
 from gym_nemo.wrappers.token_env import TokenEnv
 
 
@@ -134,19 +134,6 @@ class TrainerPolicy:
         return out
 
 
-@dataclass
-class _Episode:
-    env: TokenEnv
-    prompt_ids: list[int]
-    completion_ids: list[int] = field(default_factory=list)
-    env_mask: list[int] = field(default_factory=list)
-    logprobs: list[float] = field(default_factory=list)
-    reward: float = 0.0
-    turns: int = 0
-    infra_error: str | None = None
-    active: bool = True
-
-
 class EnvRollout:
     """A TRL ``rollout_func`` that plays ``env_id`` episodes token-exactly (see the module docstring).
 
@@ -218,30 +205,25 @@ class EnvRollout:
         task_ids = [self._task_id(prompt) for prompt in prompts]
         policy = self.policy if self.policy is not None else TrainerPolicy(trainer)
         sampling = self.sampling or (policy.sampling() if isinstance(policy, TrainerPolicy) else SamplingParams())
-        episodes: list[_Episode] = []
-        for i, task_id in enumerate(task_ids):
-            env = self._env(i, trainer.processing_class)
-            obs, _ = env.reset(options={"task_id": task_id})
-            episodes.append(_Episode(env, [int(t) for t in obs]))
-        while True:
-            active = [e for e in episodes if e.active]
-            synced = isinstance(policy, TrainerPolicy) and getattr(trainer, "use_vllm", False)
-            if not (_any_active_anywhere(trainer, bool(active)) if synced else active):
-                break
-            generations = policy.generate([e.prompt_ids + e.completion_ids for e in active], sampling)
-            for episode, gen in zip(active, generations, strict=True):
-                _step(episode, gen)
-        for episode in episodes:  # env tokens after the last policy token teach nothing: leave them out
-            last = max(i for i, m in enumerate(episode.env_mask) if m) + 1
-            del episode.completion_ids[last:], episode.env_mask[last:], episode.logprobs[last:]
+        envs = [self._env(i, trainer.processing_class) for i in range(len(task_ids))]
+        traces = [EpisodeTrace(self.env_id, policy.name, task_id=task_id) for task_id in task_ids]
+        synced = isinstance(policy, TrainerPolicy) and getattr(trainer, "use_vllm", False)
+        records = play_lockstep(
+            envs,
+            lambda running: policy.generate([t.context for t in running], sampling),
+            traces,
+            [{"options": {"task_id": task_id}} for task_id in task_ids],
+            keep_going=(lambda here: _any_active_anywhere(trainer, here)) if synced else None,
+        )
+        streams = [policy_tokens(r) for r in records]  # env tokens after the last policy token teach nothing
         return {
-            "prompt_ids": [e.prompt_ids for e in episodes],
-            "completion_ids": [e.completion_ids for e in episodes],
-            "logprobs": [e.logprobs for e in episodes],
-            "env_mask": [[0] * len(e.env_mask) if e.infra_error else e.env_mask for e in episodes],
-            "env_reward": [None if e.infra_error else e.reward for e in episodes],
-            "env_turns": [e.turns for e in episodes],
-            "env_infra_error": [e.infra_error for e in episodes],
+            "prompt_ids": [r.prompt_ids for r in records],
+            "completion_ids": [s.ids for s in streams],
+            "logprobs": [s.logprobs for s in streams],
+            "env_mask": [[0] * len(s.mask) if r.infra_error else s.mask for r, s in zip(records, streams, strict=True)],
+            "env_reward": [None if r.infra_error else r.reward for r in records],
+            "env_turns": [r.num_turns for r in records],
+            "env_infra_error": [r.infra_error for r in records],
         }
 
 
@@ -253,27 +235,6 @@ def _any_active_anywhere(trainer: Any, active_here: bool) -> bool:
 
     flags = trainer.accelerator.gather(torch.tensor([int(active_here)], device=trainer.accelerator.device))
     return bool(flags.sum().item())
-
-
-def _step(episode: _Episode, gen: Generation) -> None:
-    """Append the policy's ids, step the env with them, append the env's ids; an env exception is an infra error."""
-    episode.completion_ids += gen.token_ids
-    episode.env_mask += [1] * len(gen.token_ids)
-    episode.logprobs += [float(x) for x in gen.logprobs]
-    try:
-        delta, reward, terminated, truncated, info = episode.env.step(gen.token_ids)
-    except Exception as exc:  # the env's failure, not the policy's
-        episode.infra_error, episode.active = f"env step failed: {type(exc).__name__}: {exc}", False
-        return
-    delta = [int(t) for t in delta]
-    episode.completion_ids += delta
-    episode.env_mask += [0] * len(delta)
-    episode.logprobs += [0.0] * len(delta)
-    episode.reward += float(reward)
-    episode.turns += 1
-    if info.get("infra_error"):
-        episode.infra_error = str(info["infra_error"])
-    episode.active = not (terminated or truncated)
 
 
 def env_reward(

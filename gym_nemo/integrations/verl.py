@@ -5,8 +5,8 @@ module imports ray, hydra, tensordict and its trainer stack, so it was neither i
 follows verl 0.9.1's source (``verl/experimental/agent_loop/agent_loop.py``: ``AgentLoopBase.__init__(trainer_config,
 server_manager, tokenizer, processor, ...)``, ``async run(sampling_params, **row) -> AgentLoopOutput``,
 ``@register(name)``; ``server_manager.generate(request_id, prompt_ids=, sampling_params=) -> TokenOutput(token_ids,
-log_probs)``). The episode logic it delegates to, :func:`gym_nemo.integrations.episode.play_token_episode`, is
-tested (``tests/test_integrations_verl.py``) with HFPolicy generating.
+log_probs)``). The episode is played by the engine's :func:`gym_nemo.rollout.engine.aplay` (tested in
+``tests/test_integrations_verl.py`` with HFPolicy generating).
 
 Each sample's ``extra_info`` names the env and task: ``{"env_id": "nemo/CodeExec-v0", "task_id": "...",
 "env_kwargs": {...}}`` (``task_rows`` builds such rows). Set the dataset's ``agent_name`` column (or
@@ -27,7 +27,8 @@ import gymnasium as gym
 from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopMetrics, AgentLoopOutput, register
 
 import gym_nemo  # noqa: F401  (registers the nemo/* envs)
-from gym_nemo.integrations.episode import play_token_episode
+from gym_nemo.policies.token import Generation
+from gym_nemo.rollout.engine import EpisodeTrace, aplay, policy_tokens
 from gym_nemo.wrappers.token_env import TokenEnv
 
 
@@ -65,24 +66,30 @@ class NemoAgentLoop(AgentLoopBase):
         params = dict(sampling_params)
         params["stop_token_ids"] = sorted(set(params.get("stop_token_ids") or []) | set(env.end_of_turn_ids))
 
-        async def generate(context: list[int]) -> tuple[list[int], list[float] | None]:
-            out = await self.server_manager.generate(uuid4().hex, prompt_ids=context, sampling_params=params)
-            return out.token_ids, out.log_probs
+        async def generate(trace: EpisodeTrace) -> Generation:
+            out = await self.server_manager.generate(uuid4().hex, prompt_ids=trace.context, sampling_params=params)
+            return Generation.from_server(out.token_ids, out.log_probs, params["stop_token_ids"])
 
+        trace = EpisodeTrace(key[0], "verl", task_id=str(extra["task_id"]))
         try:
-            episode = await play_token_episode(
-                env, generate, task_id=str(extra["task_id"]), max_response_tokens=self.response_length
+            record = await aplay(
+                env,
+                generate,
+                trace,
+                options={"task_id": str(extra["task_id"])},
+                max_response_tokens=self.response_length,
             )
         finally:
             pool.append(env)
         n = self.response_length
+        stream = policy_tokens(record)
         return AgentLoopOutput(
-            prompt_ids=episode.prompt_ids,
-            response_ids=episode.response_ids[:n],
-            response_mask=episode.response_mask[:n],
-            response_logprobs=episode.response_logprobs[:n],
-            reward_score=None if episode.infra_error else episode.reward,
-            num_turns=2 * episode.turns + 1,
+            prompt_ids=record.prompt_ids,
+            response_ids=stream.ids[:n],
+            response_mask=stream.mask[:n],
+            response_logprobs=stream.logprobs[:n],
+            reward_score=None if record.infra_error else record.reward,
+            num_turns=2 * record.num_turns + 1,
             metrics=AgentLoopMetrics(),
-            extra_fields={"turn_scores": episode.step_rewards, "tool_rewards": [], "infra_error": episode.infra_error},
+            extra_fields={"turn_scores": record.step_rewards, "tool_rewards": [], "infra_error": record.infra_error},
         )

@@ -52,6 +52,16 @@ class Generation:
     text: str = ""
     prompt_ids: list[int] = field(default_factory=list, repr=False)
 
+    @classmethod
+    def from_server(
+        cls, token_ids: Sequence[int], logprobs: Sequence[float] | None, stop_token_ids: Sequence[int]
+    ) -> Generation:
+        """A generation from an inference server's raw output (ids, logprobs or None: 0.0 each); it finished
+        with ``"stop"`` iff its last id is a stop id."""
+        ids = [int(t) for t in token_ids]
+        finish: FinishReason = "stop" if ids and ids[-1] in set(stop_token_ids) else "length"
+        return cls(ids, [float(x) for x in logprobs] if logprobs is not None else [0.0] * len(ids), finish)
+
 
 @runtime_checkable
 class TokenPolicy(Protocol):

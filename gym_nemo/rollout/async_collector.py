@@ -22,7 +22,7 @@ step, here each episode moves on its own:
 
 Records, group sampling (group ``g``'s ``group_size`` episodes reset with seed ``seed + g``, so they play
 the same task), resume and ``max_context_tokens`` behave as in ``collect_token_rollouts`` and share its
-code; records are appended in the order episodes finish. Metrics are :class:`TokenRolloutMetrics`;
+code; records are appended in the order episodes finish. Metrics are :class:`~gym_nemo.rollout.metrics.RolloutMetrics`;
 ``policy_s`` is the time inside ``generate`` and ``env_s`` the env time summed over workers divided by
 the worker count, so ``env_time_share`` is the mean share of a slot's time spent in its env.
 With ``sampling.seed`` set each ``generate`` call gets a distinct derived seed, but batches depend on
@@ -39,36 +39,27 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import gymnasium as gym
 from tqdm.auto import tqdm
 
 from gym_nemo.policies.token import Generation, SamplingParams, TokenPolicy
+from gym_nemo.rollout.engine import EpisodeTrace, play
+from gym_nemo.rollout.metrics import RolloutMetrics, rollout_metrics
 from gym_nemo.rollout.records import EpisodeRecord
-from gym_nemo.rollout.token_rollout import (
-    TokenRolloutMetrics,
-    _record,
-    _resume,
-    _TokenEpisode,
-    call_sampling,
-    token_rollout_metrics,
-)
+from gym_nemo.rollout.token_rollout import _resume, call_sampling
 
 
-class _Stopped(Exception):
-    """The run is over (finished or failed): a worker or request has nothing left to do."""
+class _Stopped(BaseException):
+    """The run is over (finished or failed): a worker has nothing left to do. A BaseException, so the engine
+    does not record it as a failed policy call."""
 
 
 @dataclass(eq=False)  # hashed by identity: slots live in a set
 class _Slot:
-    """One episode in flight: who owns it, when it started, and whether it has been recorded."""
+    """One episode in flight: who plays it, its trace, and whether it has been recorded."""
 
-    group: int
-    started: float
-    episode: _TokenEpisode | None = None
-    task_row: dict[str, Any] = field(default_factory=dict)
-    versions: dict[str, str] = field(default_factory=dict)
+    trace: EpisodeTrace
     worker: _Worker | None = None
     _claimed: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -110,59 +101,26 @@ class _Worker(threading.Thread):
                     self.env.close()
             run.worker_done(self)
 
-    def _timed(self, fn: Callable[[], Any]) -> Any:
-        tick = time.monotonic()
-        try:
-            return fn()
-        finally:
-            self.run_.add_env_time(time.monotonic() - tick)
-
     def _play(self, group: int) -> None:
         run = self.run_
-        slot = _Slot(group, time.monotonic(), worker=self)
+        trace = EpisodeTrace(run.env_id, run.policy.name, seed=run.seed, group=group, prompt_ids=[])
+        slot = _Slot(trace, worker=self)
         run.started(slot)
         env = self.env
         assert env is not None
-        try:
-            obs, info = self._timed(lambda: env.reset(seed=run.seed + group))
-            unwrapped = env.unwrapped
-            task = getattr(unwrapped, "task", None)
-            slot.task_row = dict(task.row) if task is not None else {}
-            slot.versions = dict(unwrapped.versions()) if hasattr(unwrapped, "versions") else {}
-        except Exception as exc:
-            self._env_failed(slot, f"env reset failed: {type(exc).__name__}: {exc}")
-            return
-        episode = _TokenEpisode(group, slot.started, [int(t) for t in obs])
-        episode.last_info = dict(info)
-        slot.episode = episode
-        while True:
-            if self.retired.is_set():
-                return
-            if run.context_limit is not None and len(episode.context) > run.context_limit:
-                info = dict(episode.last_info, context_limit=True)
-                run.finish(slot, info, terminated=False)
-                return
-            gen = run.request(episode.context)
-            if self.retired.is_set():
-                return
-            try:
-                delta, reward, terminated, truncated, info = self._timed(lambda g=gen: env.step(g.token_ids))
-            except Exception as exc:
-                self._env_failed(slot, f"env step failed: {type(exc).__name__}: {exc}")
-                return
-            if self.retired.is_set():  # the deadline recorded the episode while the step ran
-                return
-            episode.add_generation(gen)
-            episode.add_env_step(delta, float(reward), dict(info))
-            if terminated or truncated:
-                run.finish(slot, dict(info), terminated=bool(terminated))
-                return
-
-    def _env_failed(self, slot: _Slot, error: str) -> None:
-        """Record the infra error, then drop the env (its state is unknown); the next episode builds one."""
-        self.run_.finish(slot, {"infra_error": error}, terminated=False)
-        env, self.env = self.env, None
-        if env is not None:
+        record = play(
+            env,
+            lambda t: run.request(t.context),
+            trace,
+            seed=run.seed + group,
+            context_limit=run.context_limit,
+            aborted=self.retired.is_set,  # the deadline recorded the episode
+            env_time=run.add_env_time,
+        )
+        if record is not None:
+            run.finish(slot, record)
+        if trace.env_failed:  # its state is unknown: the next episode builds a fresh env
+            self.env = None
             with contextlib.suppress(Exception):
                 env.close()
 
@@ -217,20 +175,13 @@ class _Run:
         with self.lock:
             self.workers.discard(worker)
 
-    def finish(self, slot: _Slot, info: dict[str, Any], *, terminated: bool) -> None:
-        """Build the record (if nobody else has) and hand it to the main thread, the only writer."""
+    def finish(self, slot: _Slot, record: EpisodeRecord) -> None:
+        """Hand the record to the main thread, the only writer, unless the slot was already recorded."""
         if not slot.claim():
             return
         with self.lock:
             self.slots.discard(slot)
-        episode = slot.episode or _TokenEpisode(slot.group, slot.started, [])
-        info = dict(info)
-        info.setdefault("task_id", episode.last_info.get("task_id", ""))
-        info.setdefault("messages", episode.last_info.get("messages", []))
-        info.setdefault("task_row", slot.task_row)
-        info.setdefault("versions", slot.versions)
-        info.setdefault("turn", len(episode.step_rewards))
-        self.results.put(_record(self.env_id, self.policy.name, self.seed, episode, info, terminated))
+        self.results.put(record)
 
     # ------------------------------------------------------------------ the policy side
     def request(self, context: list[int]) -> Generation:
@@ -295,7 +246,7 @@ def collect_token_rollouts_async(
     max_context_tokens: int | None = None,
     progress: bool = True,
     on_record: Callable[[EpisodeRecord], None] | None = None,
-) -> tuple[list[EpisodeRecord], TokenRolloutMetrics]:
+) -> tuple[list[EpisodeRecord], RolloutMetrics]:
     """Run ``num_episodes`` token-level episodes with at most ``max_in_flight`` in flight (see the module doc).
 
     ``env_fn`` builds one token-level env (observations and actions are id sequences, e.g.
@@ -360,13 +311,12 @@ def collect_token_rollouts_async(
             now = time.monotonic()
             if episode_timeout_s is not None:
                 with run.lock:
-                    expired = [s for s in run.slots if now - s.started > episode_timeout_s]
+                    expired = [s for s in run.slots if now - s.trace.started > episode_timeout_s]
                 for slot in expired:
                     if slot.worker is not None:
                         slot.worker.retired.set()  # it records nothing more; a fresh worker takes the slot
-                    run.finish(
-                        slot, {"infra_error": f"episode deadline of {episode_timeout_s:g} s exceeded"}, terminated=False
-                    )
+                    error = f"episode deadline of {episode_timeout_s:g} s exceeded"
+                    run.finish(slot, slot.trace.record(terminated=False, infra_error=error))
             with run.lock:  # refill the slots of retired workers while jobs remain
                 live = sum(1 for w in run.workers if not w.retired.is_set())
             for _ in range(min(max_in_flight - live, run.jobs.qsize())):
@@ -384,7 +334,7 @@ def collect_token_rollouts_async(
         for worker in workers:  # retired ones may be stuck in an env call: they are daemons
             worker.join(timeout=5)
     duration = time.monotonic() - start
-    metrics = token_rollout_metrics(
+    metrics = rollout_metrics(
         records, duration_s=duration, policy_s=run.policy_s, env_s=run.env_s / max(1, min(max_in_flight, total))
     )
     return records, metrics
