@@ -84,6 +84,87 @@ def sequence_logprobs(model: torch.nn.Module, ids: torch.Tensor, attention: torc
     return torch.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
 
 
+def group_advantages(records: list) -> tuple[np.ndarray, np.ndarray]:
+    """GRPO's advantage per episode (reward minus its group's mean, over the group's std) and which episodes
+    count: infra errors are not task failures, and groups whose rewards are all equal teach nothing."""
+    rewards = np.array([r.reward for r in records])
+    groups = np.array([r.group for r in records])
+    scored = np.array([r.infra_error is None for r in records])
+    advantages = np.zeros(len(records))
+    for g in np.unique(groups):
+        members = (groups == g) & scored
+        if members.sum() > 1:
+            group_rewards = rewards[members]
+            advantages[members] = (group_rewards - group_rewards.mean()) / (group_rewards.std() + 1e-4)
+    return advantages, scored
+
+
+def batch_tensors(records: list, scored: np.ndarray, pad_token_id: int) -> tuple[torch.Tensor, ...]:
+    """Right-padded ids and attention, and per target position the policy mask and the sampling logprobs."""
+    sequences = [r.prompt_ids + r.completion_ids for r in records]
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(records), width), pad_token_id, dtype=torch.long)
+    attention = torch.zeros_like(ids)
+    policy_mask = torch.zeros((len(records), width - 1))  # aligned with the targets ids[:, 1:]
+    old_logprobs = torch.zeros((len(records), width - 1))
+    for row, (record, seq) in enumerate(zip(records, sequences, strict=True)):
+        ids[row, : len(seq)] = torch.tensor(seq)
+        attention[row, : len(seq)] = 1
+        first = len(record.prompt_ids) - 1  # the target index of the first completion token
+        span = slice(first, first + len(record.completion_ids))
+        policy_mask[row, span] = torch.tensor(record.completion_mask, dtype=torch.float) * float(scored[row])
+        old_logprobs[row, span] = torch.tensor(record.completion_logprobs)
+    return ids, attention, policy_mask, old_logprobs
+
+
+def grpo_update(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, records: list, args: argparse.Namespace, pad_id: int
+) -> dict[str, float]:
+    """Advantages, then ``update_epochs`` passes of the clipped surrogate over ``minibatches``; the stats."""
+    advantages, scored = group_advantages(records)
+    ids, attention, policy_mask, old_logprobs = batch_tensors(records, scored, pad_id)
+    adv = torch.tensor(advantages, dtype=torch.float).unsqueeze(1)
+    model.train()
+    stats: dict[str, list[float]] = {"loss": [], "clipfrac": [], "approx_kl": []}
+    order = np.random.permutation(len(records))
+    for _ in range(args.update_epochs):
+        for batch in np.array_split(order, args.minibatches):
+            mask = policy_mask[batch]
+            if mask.sum() == 0:
+                continue
+            new_logprobs = sequence_logprobs(model, ids[batch], attention[batch])
+            log_ratio = (new_logprobs - old_logprobs[batch]) * mask
+            ratio = log_ratio.exp()
+            unclipped = ratio * adv[batch]
+            clipped = ratio.clamp(1 - args.clip, 1 + args.clip) * adv[batch]
+            loss = -(torch.minimum(unclipped, clipped) * mask).sum() / mask.sum()  # policy tokens only
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            with torch.no_grad():
+                stats["loss"].append(loss.item())
+                stats["clipfrac"].append(
+                    (((ratio - 1).abs() > args.clip).float() * mask).sum().item() / mask.sum().item()
+                )
+                stats["approx_kl"].append((((ratio - 1) - log_ratio) * mask).sum().item() / mask.sum().item())
+    return {k: float(np.mean(v)) if v else 0.0 for k, v in stats.items()}
+
+
+def save_curve(curve: list[float], path: Path, title: str) -> tuple[float, float, int]:
+    """Plot the reward curve to ``path``; the mean reward of the first and last window and the window."""
+    window = max(1, min(5, len(curve) // 4))
+    plt.figure(figsize=(6, 3.5))
+    plt.plot(curve, marker=".")
+    plt.xlabel("iteration")
+    plt.ylabel("mean episode reward")
+    plt.title(title)
+    plt.grid(alpha=0.3)
+    plt.tight_layout()
+    plt.savefig(path, dpi=120)
+    return float(np.mean(curve[:window])), float(np.mean(curve[-window:])), window
+
+
 def main() -> None:
     args = parse_args()
     torch.manual_seed(args.seed)
@@ -128,59 +209,8 @@ def main() -> None:
         )
         curve.append(metrics.mean_reward)
 
-        # ------------------------------------------------------------ 2. group-normalized advantages
-        rewards = np.array([r.reward for r in records])
-        groups = np.array([r.group for r in records])
-        scored = np.array([r.infra_error is None for r in records])  # infra errors are not task failures
-        advantages = np.zeros(len(records))
-        for g in np.unique(groups):
-            members = (groups == g) & scored
-            if members.sum() > 1:
-                group_rewards = rewards[members]
-                advantages[members] = (group_rewards - group_rewards.mean()) / (group_rewards.std() + 1e-4)
-
-        # ------------------------------------------------------------ batch tensors (right-padded)
-        sequences = [r.prompt_ids + r.completion_ids for r in records]
-        width = max(len(s) for s in sequences)
-        ids = torch.full((len(records), width), policy.pad_token_id, dtype=torch.long)
-        attention = torch.zeros_like(ids)
-        policy_mask = torch.zeros((len(records), width - 1))  # aligned with the targets ids[:, 1:]
-        old_logprobs = torch.zeros((len(records), width - 1))
-        for row, (record, seq) in enumerate(zip(records, sequences, strict=True)):
-            ids[row, : len(seq)] = torch.tensor(seq)
-            attention[row, : len(seq)] = 1
-            first = len(record.prompt_ids) - 1  # the target index of the first completion token
-            span = slice(first, first + len(record.completion_ids))
-            policy_mask[row, span] = torch.tensor(record.completion_mask, dtype=torch.float) * float(scored[row])
-            old_logprobs[row, span] = torch.tensor(record.completion_logprobs)
-        adv = torch.tensor(advantages, dtype=torch.float).unsqueeze(1)
-
-        # ------------------------------------------------------------ 3. clipped policy-gradient update
-        model.train()
-        stats = {"loss": [], "clipfrac": [], "approx_kl": []}
-        order = np.random.permutation(len(records))
-        for _ in range(args.update_epochs):
-            for batch in np.array_split(order, args.minibatches):
-                mask = policy_mask[batch]
-                if mask.sum() == 0:
-                    continue
-                new_logprobs = sequence_logprobs(model, ids[batch], attention[batch])
-                log_ratio = (new_logprobs - old_logprobs[batch]) * mask
-                ratio = log_ratio.exp()
-                unclipped = ratio * adv[batch]
-                clipped = ratio.clamp(1 - args.clip, 1 + args.clip) * adv[batch]
-                loss = -(torch.minimum(unclipped, clipped) * mask).sum() / mask.sum()  # policy tokens only
-                optimizer.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
-                with torch.no_grad():
-                    stats["loss"].append(loss.item())
-                    stats["clipfrac"].append(
-                        (((ratio - 1).abs() > args.clip).float() * mask).sum().item() / mask.sum().item()
-                    )
-                    stats["approx_kl"].append((((ratio - 1) - log_ratio) * mask).sum().item() / mask.sum().item())
-        summary = {k: float(np.mean(v)) if v else 0.0 for k, v in stats.items()}
+        # ------------------------------------------------------------ 2-3. advantages and the clipped update
+        summary = grpo_update(model, optimizer, records, args, policy.pad_token_id)
         print(
             f"iter {iteration:3d}  reward {metrics.mean_reward:.3f}  mixed groups {metrics.mixed_group_rate:.2f}  "
             f"turns {metrics.mean_turns:.2f}  loss {summary['loss']:+.4f}  clipfrac {summary['clipfrac']:.3f}  "
@@ -190,16 +220,9 @@ def main() -> None:
     envs.close()
 
     # ---------------------------------------------------------------- result
-    window = max(1, min(5, len(curve) // 4))
-    start_reward, end_reward = float(np.mean(curve[:window])), float(np.mean(curve[-window:]))
-    plt.figure(figsize=(6, 3.5))
-    plt.plot(curve, marker=".")
-    plt.xlabel("iteration")
-    plt.ylabel("mean episode reward")
-    plt.title(f"GRPO on {args.env} (seed {args.seed})")
-    plt.grid(alpha=0.3)
-    plt.tight_layout()
-    plt.savefig(out / "reward_curve.png", dpi=120)
+    start_reward, end_reward, window = save_curve(
+        curve, out / "reward_curve.png", f"GRPO on {args.env} (seed {args.seed})"
+    )
     print(
         f"seed {args.seed}: mean reward {start_reward:.3f} (first {window} iterations) -> {end_reward:.3f} "
         f"(last {window}) over {args.iterations} iterations of {num_envs} episodes in "

@@ -11,7 +11,7 @@ import pytest
 
 import gym_nemo
 from gym_nemo.policies.token import Generation
-from gym_nemo.rollout.engine import EpisodeTrace, VectorDriver, play, play_lockstep, policy_tokens
+from gym_nemo.rollout.engine import EpisodeTrace, VectorDriver, play, play_lockstep, policy_tokens, replay
 from tests.engine_cases import CASES, GOLDEN, run_case
 
 
@@ -143,3 +143,21 @@ def test_vector_driver_records_env_endings_before_engine_cuts(policy) -> None:
     assert not cut.terminated and cut.truncated and cut.num_turns == 1 and cut.task_row and cut.versions
     assert driver.waiting == []
     envs.close()
+
+
+def test_replay_scores_a_stored_transcript_again() -> None:
+    env = gym.make("nemo/TargetChar-v0", max_attempts=3)
+    answers = iter(["no", "ooo"])
+    played = play(
+        env, lambda t: next(answers), EpisodeTrace("nemo/TargetChar-v0"), options={"task_id": "target-char/o"}
+    )
+    row = played.to_row()
+    again = replay(env, row)
+    assert (
+        again.step_rewards == played.step_rewards == [0.0, 1.0] and again.terminated and again.task_id == row["task_id"]
+    )
+    first = next(i for i, m in enumerate(row["messages"]) if m["role"] == "assistant")
+    row["messages"] = row["messages"][: first + 1]  # up to the first (wrong) answer: the transcript ends early
+    cut = replay(env, row)
+    assert cut.step_rewards == [0.0] and cut.truncated and not cut.terminated and cut.infra_error is None
+    env.close()

@@ -20,6 +20,7 @@ import gymnasium as gym
 from tqdm.auto import tqdm
 
 from gym_nemo.eval.runner import read_rows, score_run
+from gym_nemo.rollout.engine import replay
 
 
 @dataclass
@@ -58,20 +59,6 @@ class ReverifyReport:
         return "\n".join(lines)
 
 
-def replay_rewards(env: gym.Env, row: dict[str, Any]) -> list[float]:
-    """The step rewards of the stored transcript, replayed through ``env`` (see the module docstring)."""
-    env.reset(seed=row.get("seed"), options={"task": row})
-    rewards = []
-    for message in row["messages"]:
-        if message.get("role") != "assistant":
-            continue
-        _, reward, terminated, truncated, _ = env.step(message["content"])
-        rewards.append(float(reward))
-        if terminated or truncated:
-            break
-    return rewards
-
-
 def reverify(run_dir: str | Path, *, progress: bool = True) -> ReverifyReport:
     """Re-score every stored episode of the run in ``run_dir`` and recompute its scores (module docstring)."""
     run = Path(run_dir)
@@ -96,9 +83,12 @@ def reverify(run_dir: str | Path, *, progress: bool = True) -> ReverifyReport:
                 if row.get("infra_error"):
                     report.skipped_infra += 1
                     continue
-                replayed = replay_rewards(env, row)
+                record = replay(env, row, seed=row.get("seed"))
+                replayed = record.step_rewards
                 report.checked += 1
                 where = f"{name}.jsonl:{line} ({row['task_id']})"
+                if record.infra_error:  # the replay could not be scored: say why beside the numbers
+                    report.mismatches.append(Mismatch(f"{where} replay infra error", None, record.infra_error))
                 if replayed != row["step_rewards"]:
                     report.mismatches.append(Mismatch(f"{where} step_rewards", row["step_rewards"], replayed))
                 if float(sum(replayed)) != row["reward"]:

@@ -51,6 +51,7 @@ class Generation:
     finish_reason: FinishReason
     text: str = ""
     prompt_ids: list[int] = field(default_factory=list, repr=False)
+    policy_version: int | None = None  # the weights' version that sampled it, where the collector tracks it
 
     @classmethod
     def from_server(

@@ -103,7 +103,9 @@ class _Worker(threading.Thread):
 
     def _play(self, group: int) -> None:
         run = self.run_
-        trace = EpisodeTrace(run.env_id, run.policy.name, seed=run.seed, group=group, prompt_ids=[])
+        trace = EpisodeTrace(
+            run.env_id, run.policy.name, seed=run.seed, group=group, prompt_ids=[], track_versions=run.track_versions
+        )
         slot = _Slot(trace, worker=self)
         run.started(slot)
         env = self.env
@@ -155,6 +157,8 @@ class _Run:
         self.workers: set[_Worker] = set()
         self.env_s = self.policy_s = 0.0
         self.calls = 0
+        self.policy_lock = threading.Lock()  # held by each generate call; weight updates take it between calls
+        self.track_versions = False  # records keep each turn's policy version (the streaming collector)
 
     # ------------------------------------------------------------------ bookkeeping
     def fail(self, exc: BaseException) -> None:
@@ -218,14 +222,72 @@ class _Run:
                 sampling = call_sampling(self.sampling, self.already, self.calls)
                 self.calls += 1
                 tick = time.monotonic()
-                generations = self.policy.generate([context for context, _ in batch], sampling)
+                with self.policy_lock:  # a weight update waits for the call to end
+                    version = getattr(self.policy, "version", None)
+                    generations = self.policy.generate([context for context, _ in batch], sampling)
                 self.policy_s += time.monotonic() - tick
+                for gen in generations:
+                    gen.policy_version = gen.policy_version if gen.policy_version is not None else version
                 if len(generations) != len(batch):
                     raise RuntimeError(f"{self.policy.name}: {len(generations)} generations for {len(batch)} prompts")
                 for (_, future), gen in zip(batch, generations, strict=True):
                     future.set_result(gen)
         except BaseException as exc:
             self.fail(exc)
+
+
+class _Collector:
+    """The main thread's side of a run: starts the policy thread and the workers, hands out finished records,
+    ends expired episodes and refills the slots of retired workers. Used by both collectors of this module."""
+
+    def __init__(self, run: _Run, *, max_in_flight: int, episode_timeout_s: float | None) -> None:
+        self.run, self.max_in_flight, self.episode_timeout_s = run, max_in_flight, episode_timeout_s
+        self.policy_thread = threading.Thread(target=run.serve_policy, daemon=True, name="gym-nemo-policy")
+        self.policy_thread.start()
+
+    def _spawn(self) -> None:
+        worker = _Worker(self.run)
+        with self.run.lock:
+            self.run.workers.add(worker)
+        worker.start()
+
+    def refill(self) -> None:
+        """Start workers for queued jobs, up to ``max_in_flight`` live ones."""
+        run = self.run
+        with run.lock:
+            live = sum(1 for w in run.workers if not w.retired.is_set())
+        for _ in range(min(self.max_in_flight - live, run.jobs.qsize())):
+            self._spawn()
+
+    def poll(self, timeout: float = 0.02) -> EpisodeRecord | None:
+        """The next finished record (None if none came within ``timeout``); raises the run's error."""
+        run = self.run
+        if run.error is not None:
+            raise run.error
+        try:
+            record = run.results.get(timeout=timeout)
+        except queue.Empty:
+            record = None
+        if self.episode_timeout_s is not None:
+            now = time.monotonic()
+            with run.lock:
+                expired = [s for s in run.slots if now - s.trace.started > self.episode_timeout_s]
+            for slot in expired:
+                if slot.worker is not None:
+                    slot.worker.retired.set()  # it records nothing more; a fresh worker takes the slot
+                error = f"episode deadline of {self.episode_timeout_s:g} s exceeded"
+                run.finish(slot, slot.trace.record(terminated=False, infra_error=error))
+        self.refill()
+        return record
+
+    def close(self) -> None:
+        run = self.run
+        run.stop.set()
+        self.policy_thread.join(timeout=5)
+        with run.lock:
+            workers = [w for w in run.workers if not w.retired.is_set()]
+        for worker in workers:  # retired ones may be stuck in an env call: they are daemons
+            worker.join(timeout=5)
 
 
 def collect_token_rollouts_async(
@@ -282,57 +344,26 @@ def collect_token_rollouts_async(
     start = time.monotonic()
     fh = open(out, "a", encoding="utf-8") if out is not None else None  # noqa: SIM115 - closed below
     bar = tqdm(total=num_episodes, initial=num_episodes - total, disable=not progress, unit="ep", desc=env_id)
-    policy_thread = threading.Thread(target=run.serve_policy, daemon=True, name="gym-nemo-policy")
-    policy_thread.start()
-
-    def spawn() -> None:
-        worker = _Worker(run)
-        with run.lock:
-            run.workers.add(worker)
-        worker.start()
-
+    collector = _Collector(run, max_in_flight=max_in_flight, episode_timeout_s=episode_timeout_s)
     try:
-        for _ in range(min(max_in_flight, total)):
-            spawn()
+        collector.refill()
         while len(records) < total:
-            if run.error is not None:
-                raise run.error
-            try:
-                record = run.results.get(timeout=0.02)
-            except queue.Empty:
-                record = None
-            if record is not None:
-                records.append(record)
-                if fh is not None:
-                    record.write(fh)
-                if on_record is not None:
-                    on_record(record)
-                bar.update(1)
-            now = time.monotonic()
-            if episode_timeout_s is not None:
-                with run.lock:
-                    expired = [s for s in run.slots if now - s.trace.started > episode_timeout_s]
-                for slot in expired:
-                    if slot.worker is not None:
-                        slot.worker.retired.set()  # it records nothing more; a fresh worker takes the slot
-                    error = f"episode deadline of {episode_timeout_s:g} s exceeded"
-                    run.finish(slot, slot.trace.record(terminated=False, infra_error=error))
-            with run.lock:  # refill the slots of retired workers while jobs remain
-                live = sum(1 for w in run.workers if not w.retired.is_set())
-            for _ in range(min(max_in_flight - live, run.jobs.qsize())):
-                spawn()
+            record = collector.poll()
+            if record is None:
+                continue
+            records.append(record)
+            if fh is not None:
+                record.write(fh)
+            if on_record is not None:
+                on_record(record)
+            bar.update(1)
         if run.error is not None:
             raise run.error
     finally:
-        run.stop.set()
+        collector.close()
         bar.close()
         if fh is not None:
             fh.close()
-        policy_thread.join(timeout=5)
-        with run.lock:
-            workers = [w for w in run.workers if not w.retired.is_set()]
-        for worker in workers:  # retired ones may be stuck in an env call: they are daemons
-            worker.join(timeout=5)
     duration = time.monotonic() - start
     metrics = rollout_metrics(
         records, duration_s=duration, policy_s=run.policy_s, env_s=run.env_s / max(1, min(max_in_flight, total))

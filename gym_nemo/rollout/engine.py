@@ -3,7 +3,8 @@
 An episode is a generator, :func:`episode`, that says what it needs next and is sent the answer::
 
     Reset(seed, options)  -> send (observation, info)
-    Act()                 -> send the policy's answer: a str (text level) or a Generation (token level)
+    Act()                 -> send the policy's answer: a str (text level), a Generation (token level), or
+                             None (the policy has nothing more to say: a replayed transcript ran out)
     Step(action)          -> send (observation, reward, terminated, truncated, info)
 
 and returns its :class:`~gym_nemo.rollout.records.EpisodeRecord` when it ends. A failed request is answered
@@ -103,8 +104,10 @@ class EpisodeTrace:
     completion_mask: list[int] = field(default_factory=list)
     completion_logprobs: list[float] = field(default_factory=list)
     finish_reasons: list[str] = field(default_factory=list)
+    policy_versions: list[int] = field(default_factory=list)  # per turn, where generations carry one
     step_rewards: list[float] = field(default_factory=list)
     components: list[dict[str, float]] = field(default_factory=list)
+    track_versions: bool = False  # record each turn's policy version (streaming with weight updates)
     env_failed: bool = False  # the env raised: its state is unknown, drivers drop it
     cut: str | None = None  # why the engine ended the episode before the env did (context_limit, budget)
 
@@ -137,6 +140,8 @@ class EpisodeTrace:
         self.completion_mask += [1] * len(gen.token_ids)
         self.completion_logprobs += [float(x) for x in gen.logprobs]
         self.finish_reasons.append(gen.finish_reason)
+        if self.track_versions and gen.policy_version is not None:
+            self.policy_versions.append(int(gen.policy_version))
 
     def add_step(self, observation: Any, reward: float, info: dict[str, Any]) -> None:
         """A step's result; at token level the observation is the ids the env added (mask 0, logprob 0.0)."""
@@ -180,6 +185,7 @@ class EpisodeTrace:
             completion_mask=self.completion_mask if self.token_level else None,
             completion_logprobs=self.completion_logprobs if self.token_level else None,
             finish_reasons=self.finish_reasons if self.token_level else None,
+            policy_versions=self.policy_versions or None,
             group=self.group,
         )
 
@@ -241,6 +247,9 @@ def episode(
         answer = yield Act()
         if isinstance(answer, Failed):
             return trace.record(terminated=False, infra_error=failure("policy call", answer.error))
+        if answer is None:
+            trace.cut = "policy_done"
+            return trace.record(terminated=False)
         generation = answer if isinstance(answer, Generation) else None
         result = yield Step(generation.token_ids if generation is not None else answer)
         if generation is not None:  # added once the step is back: a deadline's record mid-step ends at the prompt
@@ -336,6 +345,19 @@ async def aplay(
         return done.value
     finally:
         steps.close()
+
+
+def replay(env: Any, row: dict[str, Any], *, env_id: str = "", seed: int | None = None) -> EpisodeRecord:
+    """Play a stored episode again: reset on the row's task (``options={"task": row}``) and send its assistant
+    messages as the actions, in order. The env verifies again, so the record's rewards are today's verdicts on
+    the same transcript (re-scoring, conformance against stored rewards). A transcript that runs out before
+    the env ends the episode is recorded ``truncated`` with ``trace.cut == "policy_done"``.
+    """
+    actions = iter([m.get("content") or "" for m in row.get("messages", []) if m.get("role") == "assistant"])
+    trace = EpisodeTrace(env_id or str(row.get("env_id", "")), "replay", seed=seed)
+    record = play(env, lambda _: next(actions, None), trace, seed=seed, options={"task": row})
+    assert record is not None
+    return record
 
 
 def play_lockstep(

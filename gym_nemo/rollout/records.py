@@ -27,7 +27,15 @@ def to_jsonable(value: Any) -> Any:
 
 
 #: Optional token-level fields of a record (see ``EpisodeRecord``).
-TOKEN_FIELDS = ("prompt_ids", "completion_ids", "completion_mask", "completion_logprobs", "finish_reasons", "group")
+TOKEN_FIELDS = (
+    "prompt_ids",
+    "completion_ids",
+    "completion_mask",
+    "completion_logprobs",
+    "finish_reasons",
+    "policy_versions",
+    "group",
+)
 
 
 @dataclass
@@ -62,6 +70,8 @@ class EpisodeRecord:
     completion_mask: list[int] | None = None
     completion_logprobs: list[float] | None = None
     finish_reasons: list[str] | None = None
+    # The policy version that sampled each turn (the streaming collector, with weights updated in flight).
+    policy_versions: list[int] | None = None
     group: int | None = None
 
     def to_row(self) -> dict[str, Any]:
