@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 import gymnasium as gym
 from gymnasium.error import ResetNeeded
 
+from gym_nemo._version import __version__
 from gym_nemo.core.errors import InfraError
 from gym_nemo.core.spaces import UnicodeText
 from gym_nemo.core.task import Message, Task, TaskSource, read_jsonl
@@ -201,8 +202,6 @@ class TextEnv(gym.Env[str, str]):
 
     def versions(self) -> dict[str, str]:
         """What produced this env's rewards, for rollout records."""
-        from gym_nemo import __version__
-
         spec_id = self.spec.id if self.spec is not None else type(self).__name__
         versions = {
             "gym_nemo": __version__,

@@ -9,7 +9,7 @@ are the same for the same (dataset, size, seed, config) on every machine. Keywor
 Rows are NeMo Gym ``reasoning_gym`` rows (``question``, ``answer``, ``metadata`` at the top level, the
 question as the prompt), so its rows load as they are. Ours add ``verifier_metadata`` with the dataset
 name and config, so a stored row re-scores with the same scorer without regenerating anything; metadata is
-stored type-preserving (tuples and sets tagged, see ``_worker_main.to_json``) because some scorers compare
+stored type-preserving (tuples and sets tagged, see :mod:`gym_nemo.verifiers.json_codec`) because some scorers compare
 with tuples.
 
 Final answer: reasoning-gym's convention, ``<answer>...</answer>`` (see
@@ -29,7 +29,7 @@ from typing import Any
 from gym_nemo.core.env import TextEnv
 from gym_nemo.core.task import Task, TaskSource, input_messages
 from gym_nemo.core.verdict import Verdict
-from gym_nemo.verifiers._worker_main import from_json, to_json
+from gym_nemo.verifiers.json_codec import from_json, to_json
 from gym_nemo.verifiers.reasoning_gym import DEFAULT_TIMEOUT_S, VERIFIER_VERSION, score_reasoning_gym
 
 DEFAULT_DATASET = "leg_counting"
