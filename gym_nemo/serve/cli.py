@@ -5,23 +5,37 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
+
+from gym_nemo.core.errors import MissingDependency
+
+
+def _env_kwargs(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The command's ``--env-kwargs`` for a registered ``env_id``; None (after saying why) if either is wrong."""
+    import gymnasium as gym
+
+    if args.env_id not in gym.registry:
+        print(f"unknown env {args.env_id!r}; `gym-nemo list` shows the available ones", file=sys.stderr)
+        return None
+    try:
+        return json.loads(args.env_kwargs)
+    except json.JSONDecodeError as exc:
+        print(f"--env-kwargs is not valid JSON: {exc}", file=sys.stderr)
+        return None
+
+
+def _missing(command: str, exc: ImportError) -> int:
+    print(MissingDependency(exc.name or str(exc), what=f"gym-nemo {command}", extra="serve"), file=sys.stderr)
+    return 2
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    import gymnasium as gym
-
     try:
         from gym_nemo.serve.server import ServeConfig, serve
     except ImportError as exc:
-        print(f"gym-nemo serve needs the serve extra: pip install 'gym-nemo[serve]' ({exc})", file=sys.stderr)
-        return 2
-    if args.env_id not in gym.registry:
-        print(f"unknown env {args.env_id!r}; `gym-nemo list` shows the available ones", file=sys.stderr)
-        return 2
-    try:
-        env_kwargs = json.loads(args.env_kwargs)
-    except json.JSONDecodeError as exc:
-        print(f"--env-kwargs is not valid JSON: {exc}", file=sys.stderr)
+        return _missing("serve", exc)
+    env_kwargs = _env_kwargs(args)
+    if env_kwargs is None:
         return 2
     config = ServeConfig(
         args.env_id,
@@ -40,20 +54,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_serve_mcp(args: argparse.Namespace) -> int:
     import asyncio
 
-    import gymnasium as gym
-
     try:
         from gym_nemo.serve.mcp_server import serve_stdio
     except ImportError as exc:
-        print(f"gym-nemo serve-mcp needs the serve extra: pip install 'gym-nemo[serve]' ({exc})", file=sys.stderr)
-        return 2
-    if args.env_id not in gym.registry:
-        print(f"unknown env {args.env_id!r}; `gym-nemo list` shows the available ones", file=sys.stderr)
-        return 2
-    try:
-        env_kwargs = json.loads(args.env_kwargs)
-    except json.JSONDecodeError as exc:
-        print(f"--env-kwargs is not valid JSON: {exc}", file=sys.stderr)
+        return _missing("serve-mcp", exc)
+    env_kwargs = _env_kwargs(args)
+    if env_kwargs is None:
         return 2
     asyncio.run(serve_stdio(args.env_id, env_kwargs))
     return 0
