@@ -1,12 +1,15 @@
-"""Policies: what turns observations into actions. ``ReferencePolicy`` is the embedded default (no model)."""
+"""Policies: what turns observations into actions. ``ReferencePolicy`` is the embedded default (no model);
+``make_policy(kind, **opts)`` builds any of them from its kind."""
 
 from typing import Any
 
 from gym_nemo.policies.base import TextPolicy
+from gym_nemo.policies.factory import POLICY_KINDS, make_policy
 from gym_nemo.policies.reference import ReferencePolicy
 from gym_nemo.policies.token import Generation, SamplingParams, TokenPolicy
 
 __all__ = [
+    "POLICY_KINDS",
     "Generation",
     "HFPolicy",
     "OpenAIPolicy",
@@ -15,6 +18,7 @@ __all__ = [
     "TextPolicy",
     "TokenPolicy",
     "VLLMPolicy",
+    "make_policy",
 ]
 
 
