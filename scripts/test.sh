@@ -12,6 +12,7 @@ bash "$ROOT/scripts/fetch_openrlhf.sh" "$VENV/bin/python"
 cd "$ROOT"
 ruff check .
 ruff format --check .
+lint-imports  # the import layers in .importlinter (docs/architecture.md); exits non-zero on a broken contract
 bash scripts/install_chromium.sh  # headless Chromium for the leaderboard screenshot test (root only; quick once installed)
 
 if [ "${GYM_NEMO_DOCKER:-1}" = 1 ]; then
