@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test suite: lint, format check and pytest. Sets itself up on first run. Extra arguments go to pytest.
+# The test suite: lint, format check, import layers (lint-imports), pytest. Sets itself up on first run. Extra arguments go to pytest.
 # As root it also provides a Docker engine for the docker sandbox tests (sandbox/start_docker.sh: an
 # engine with --bridge=none --iptables=false and its own data root, or the one already running), builds the
 # sandbox image offline (sandbox/build_image.sh), and stops the engine it started by PID afterwards.
