@@ -7,6 +7,7 @@ ValueError: unknown policy 'gpt'; available: reference, openai, hf, vllm
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from gym_nemo.core.errors import ensure_installed
@@ -16,7 +17,25 @@ from gym_nemo.policies.token import TokenPolicy
 
 #: The kinds :func:`make_policy` builds: text-level (``reference``, ``openai``) and token-level (``hf``, ``vllm``).
 POLICY_KINDS = ("reference", "openai", "hf", "vllm")
-TOKEN_POLICY_KINDS = ("hf", "vllm")
+
+# The model-backed kinds: (module, class, the packages it needs, the pyproject extra that provides them). Their
+# modules import heavy packages, so they are imported only when asked for.
+_MODEL_POLICIES = {
+    "openai": ("gym_nemo.policies.openai", "OpenAIPolicy", ("openai",), "judge"),
+    "hf": ("gym_nemo.policies.hf", "HFPolicy", ("torch", "transformers"), "hf"),
+    "vllm": ("gym_nemo.policies.vllm", "VLLMPolicy", ("vllm",), "vllm"),
+}
+#: Class name -> kind, for ``from gym_nemo.policies import HFPolicy``.
+LAZY_CLASSES = {name: kind for kind, (_, name, _, _) in _MODEL_POLICIES.items()}
+
+
+def policy_class(kind: str) -> type:
+    """The class of a model-backed ``kind``, imported now; :class:`~gym_nemo.core.errors.MissingDependency`
+    (naming the extra) when what it needs is not installed."""
+    module, name, needs, extra = _MODEL_POLICIES[kind]
+    for package in needs:
+        ensure_installed(package, what=name, extra=extra)
+    return getattr(importlib.import_module(module), name)
 
 
 def make_policy(kind: str, **opts: Any) -> TextPolicy | TokenPolicy:
@@ -42,18 +61,4 @@ def make_policy(kind: str, **opts: Any) -> TextPolicy | TokenPolicy:
     model = opts.pop("model", None)
     if not model:
         raise ValueError(f"policy {kind!r} needs model=")
-    if kind == "openai":
-        ensure_installed("openai", what="OpenAIPolicy", extra="judge")
-        from gym_nemo.policies.openai import OpenAIPolicy
-
-        return OpenAIPolicy(str(model), **opts)
-    if kind == "hf":
-        for module in ("torch", "transformers"):
-            ensure_installed(module, what="HFPolicy", extra="hf")
-        from gym_nemo.policies.hf import HFPolicy
-
-        return HFPolicy(model, **opts)
-    ensure_installed("vllm", what="VLLMPolicy", extra="vllm")
-    from gym_nemo.policies.vllm import VLLMPolicy
-
-    return VLLMPolicy(model, **opts)
+    return policy_class(kind)(model, **opts)
