@@ -4,11 +4,10 @@
 ``gym.make("gym_nemo:nemo/CodeExec-v0")`` works without the import.
 """
 
+from gym_nemo._version import __version__
 from gym_nemo.core import Task, TextEnv, UnicodeText, Verdict
 from gym_nemo.registry import ENVS, register_all
-from gym_nemo.vector import make_vec
-
-__version__ = "0.1.0"
+from gym_nemo.wrappers.vector import make_vec
 
 register_all()
 

@@ -34,7 +34,7 @@ def _task_pool(env_id: str, env_kwargs: dict[str, Any]) -> TaskSource:
 
 
 def _cmd_rollout(args: argparse.Namespace) -> int:
-    from gym_nemo.policies import ReferencePolicy
+    from gym_nemo.policies import POLICY_KINDS, make_policy
     from gym_nemo.rollout import collect_rollouts
 
     if args.env_id not in ENVS:
@@ -47,19 +47,15 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
         return 2
     if args.policy in ("hf", "vllm"):
         return _rollout_tokens(args, env_kwargs)
-    policy: Any
+    if args.policy not in POLICY_KINDS:
+        print(f"unknown policy {args.policy!r}; available: {', '.join(POLICY_KINDS)}", file=sys.stderr)
+        return 2
     if args.policy == "openai":
-        from gym_nemo.policies.openai import OpenAIPolicy
-
         if not args.model:
             print("--policy openai needs --model (the served model name) and usually --base-url", file=sys.stderr)
             return 2
-        policy = OpenAIPolicy(
-            args.model, args.base_url, max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed
-        )
-    elif args.policy != "reference":
-        print(f"unknown policy {args.policy!r}; available: reference, hf, vllm, openai", file=sys.stderr)
-        return 2
+        opts: dict[str, Any] = {"model": args.model, "base_url": args.base_url, "max_tokens": args.max_tokens}
+        opts.update(temperature=args.temperature, seed=args.seed)
     else:
         tasks = _task_pool(args.env_id, env_kwargs)
         if env_kwargs.get("task_ids") is None and any(t.reference is None for t in tasks):
@@ -67,7 +63,8 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
             env_kwargs["task_ids"] = [t.task_id for t in tasks if t.reference is not None]
             print(f"playing the {len(env_kwargs['task_ids'])} of {len(tasks)} tasks that have a reference answer")
             tasks = _task_pool(args.env_id, env_kwargs)
-        policy = ReferencePolicy(tasks, corrupt_rate=args.corrupt_rate, seed=args.seed)
+        opts = {"tasks": tasks, "corrupt_rate": args.corrupt_rate, "seed": args.seed}
+    policy = make_policy(args.policy, **opts)
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -100,7 +97,7 @@ def _rollout_tokens(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> int
     import copy
     from functools import partial
 
-    from gym_nemo.policies import HFPolicy, SamplingParams, VLLMPolicy
+    from gym_nemo.policies import SamplingParams, make_policy
     from gym_nemo.rollout import collect_token_rollouts, collect_token_rollouts_async
     from gym_nemo.wrappers import TokenEnv
 
@@ -110,7 +107,7 @@ def _rollout_tokens(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> int
     if args.group_size < 1 or args.num_envs % args.group_size or args.num_episodes % args.group_size:
         print("--group-size must be >= 1 and divide --num-envs and --num-episodes", file=sys.stderr)
         return 2
-    policy = HFPolicy(args.model, device=args.device) if args.policy == "hf" else VLLMPolicy(args.model)
+    policy: Any = make_policy(args.policy, model=args.model, **({"device": args.device} if args.policy == "hf" else {}))
     sampling = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -143,7 +140,7 @@ def _rollout_tokens(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> int
             finally:
                 envs.close()
     finally:
-        if isinstance(policy, VLLMPolicy):
+        if args.policy == "vllm":
             policy.close()
     print(
         f"{args.env_id} · policy={policy.name} · {args.collector} · {args.num_envs} envs · groups of {args.group_size}"

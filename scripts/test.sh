@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test suite: lint, format check and pytest. Sets itself up on first run. Extra arguments go to pytest.
+# The test suite: lint, format check, import layers (lint-imports), pytest. Sets itself up on first run. Extra arguments go to pytest.
 # As root it also provides a Docker engine for the docker sandbox tests (sandbox/start_docker.sh: an
 # engine with --bridge=none --iptables=false and its own data root, or the one already running), builds the
 # sandbox image offline (sandbox/build_image.sh), and stops the engine it started by PID afterwards.
@@ -12,6 +12,7 @@ bash "$ROOT/scripts/fetch_openrlhf.sh" "$VENV/bin/python"
 cd "$ROOT"
 ruff check .
 ruff format --check .
+lint-imports  # the import layers in .importlinter (docs/architecture.md); exits non-zero on a broken contract
 bash scripts/install_chromium.sh  # headless Chromium for the leaderboard screenshot test (root only; quick once installed)
 
 if [ "${GYM_NEMO_DOCKER:-1}" = 1 ]; then

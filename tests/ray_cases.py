@@ -118,7 +118,7 @@ def _wait_until_dead(actor, timeout_s: float = 30) -> None:
 
 def test_a_lost_actor_is_an_infra_error_and_is_replaced(local_ray) -> None:
     from gym_nemo.serve.ray import make_ray_vec
-    from gym_nemo.vector import unbatch_info
+    from gym_nemo.wrappers.vector import unbatch_info
 
     envs = make_ray_vec("nemo/Math-v0", 2)
     try:

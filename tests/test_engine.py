@@ -147,7 +147,7 @@ def test_vector_driver_records_env_endings_before_engine_cuts(policy) -> None:
 
 def test_replay_scores_a_stored_transcript_again() -> None:
     env = gym.make("nemo/TargetChar-v0", max_attempts=3)
-    answers = iter(["no", "ooo"])
+    answers = iter(["xx", "ooo"])
     played = play(
         env, lambda t: next(answers), EpisodeTrace("nemo/TargetChar-v0"), options={"task_id": "target-char/o"}
     )

@@ -294,7 +294,7 @@ def test_a_forked_child_gets_its_own_worker() -> None:
 
 def test_async_vector_env_verifies_in_each_worker() -> None:
     from gym_nemo import make_vec
-    from gym_nemo.vector import unbatch_info
+    from gym_nemo.wrappers.vector import unbatch_info
 
     envs = make_vec("nemo/Math-v0", 2, sources=["mmath"])
     try:

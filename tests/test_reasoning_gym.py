@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import gym_nemo  # noqa: F401  (registers the envs)
 from gym_nemo.envs.reasoning_gym import dataset_names, generate_rows
-from gym_nemo.verifiers._worker_main import from_json, to_json
+from gym_nemo.verifiers.json_codec import from_json, to_json
 from gym_nemo.verifiers.reasoning_gym import extract_answer
 
 

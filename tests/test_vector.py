@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from gym_nemo import make_vec
-from gym_nemo.vector import unbatch_info
+from gym_nemo.wrappers.vector import unbatch_info
 
 
 def printing(text: str) -> str:

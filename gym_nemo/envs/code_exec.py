@@ -23,13 +23,10 @@ from collections.abc import Mapping, Sequence
 from importlib import resources
 from typing import Any
 
-from gym_nemo.core.env import TextEnv
 from gym_nemo.core.task import Task, input_messages
 from gym_nemo.core.tool_calls import last_code_block
-from gym_nemo.core.tools import Tool
 from gym_nemo.core.verdict import Verdict
-from gym_nemo.envs.python_tool import PythonSessionTool
-from gym_nemo.sandbox import Sandbox, get_sandbox
+from gym_nemo.envs.python_tool import PythonToolEnv
 from gym_nemo.verifiers.python_tests import VERIFIER_VERSION, verify_function_tests
 
 # The prompt NeMo Gym's evalplus resource server uses, so bundled rows equal its rows.
@@ -56,41 +53,14 @@ def humaneval_problems() -> dict[str, dict[str, Any]]:
     return {p["task_id"]: p for p in problems}
 
 
-class CodeExecEnv(TextEnv):
-    """HumanEval with a Python tool; see the module docstring.
-
-    Args (beyond :class:`TextEnv`'s):
-        sandbox: a backend name (``"local"``, ``"docker"``) or a ``Sandbox``; default ``GYM_NEMO_SANDBOX``.
-        sandbox_require: protections the sandbox must enforce (e.g. ``("no_network",)``), else construction
-            fails with ``SandboxRequirementError`` instead of running code in a weaker sandbox.
-        timeout_s: wall-time limit of each tool run and of the verification run.
-        memory_mb: address-space limit of each run.
-        tool_output_chars: stdout and stderr shown to the policy are each cut to this many characters.
-    """
+class CodeExecEnv(PythonToolEnv):
+    """HumanEval with a Python tool; see the module docstring. Arguments: :class:`PythonToolEnv`'s (sandbox,
+    sandbox_require, timeout_s, memory_mb, tool_output_chars) and :class:`TextEnv`'s."""
 
     verifier_name = "python_function_tests"
     verifier_version = VERIFIER_VERSION
     default_max_turns = 8
     default_system_prompt = SYSTEM_PROMPT
-
-    def __init__(
-        self,
-        *,
-        sandbox: str | Sandbox | None = None,
-        sandbox_require: Sequence[str] = (),
-        timeout_s: float = 10.0,
-        memory_mb: int = 1024,
-        tool_output_chars: int = 4_000,
-        **kwargs: Any,
-    ) -> None:
-        self.timeout_s = timeout_s
-        self.memory_mb = memory_mb
-        self.tool_output_chars = tool_output_chars
-        self.sandbox = get_sandbox(sandbox, require=sandbox_require)
-        self.python = PythonSessionTool(
-            self.sandbox, timeout_s=timeout_s, memory_mb=memory_mb, output_chars=tool_output_chars
-        )
-        super().__init__(**kwargs)
 
     @classmethod
     def bundled_rows(cls) -> Sequence[Mapping[str, Any]]:
@@ -127,13 +97,6 @@ class CodeExecEnv(TextEnv):
             reference=f"```python\n{reference}\n```" if reference else None,
         )
 
-    def make_tools(self) -> Sequence[Tool]:
-        return [self.python.tool()]
-
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
-        self.python.new_episode()  # every episode starts from a clean interpreter
-        return super().reset(seed=seed, options=options)
-
     def verify(self, task: Task, answer: str) -> Verdict:
         return verify_function_tests(
             self.sandbox,
@@ -144,7 +107,3 @@ class CodeExecEnv(TextEnv):
             timeout_s=self.timeout_s,
             memory_mb=self.memory_mb,
         )
-
-    def close(self) -> None:
-        self.python.close()
-        super().close()

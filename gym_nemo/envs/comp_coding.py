@@ -19,17 +19,15 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Mapping, Sequence
-from importlib import resources
 from typing import Any
 
-from gym_nemo.core.env import TextEnv
 from gym_nemo.core.errors import InfraError
 from gym_nemo.core.task import Task, input_messages, read_jsonl
 from gym_nemo.core.tool_calls import last_code_block
 from gym_nemo.core.tools import Tool
 from gym_nemo.core.verdict import Verdict
-from gym_nemo.envs.python_tool import format_exec_result
-from gym_nemo.sandbox import Sandbox, get_sandbox
+from gym_nemo.envs.datafiles import bundled_file
+from gym_nemo.envs.python_tool import SandboxEnv, format_exec_result
 from gym_nemo.verifiers.stdio_tests import VERIFIER_VERSION, parse_unit_tests, verify_stdio_tests
 
 SYSTEM_PROMPT = (
@@ -42,27 +40,23 @@ SYSTEM_PROMPT = (
 @functools.cache
 def bundled_problems() -> tuple[dict[str, Any], ...]:
     """NeMo Gym's code_gen example rows, as shipped in the package."""
-    return tuple(read_jsonl(str(resources.files("gym_nemo.envs") / "data" / "code_gen_example.jsonl")))
+    return tuple(read_jsonl(str(bundled_file("code_gen_example.jsonl"))))
 
 
 @functools.cache
 def reference_solutions() -> dict[str, str]:
     """Our own solutions to the bundled problems, keyed by ``hash_id`` (each passes all its tests). One problem
     has none: its tests expect one particular answer among many valid ones."""
-    return json.loads((resources.files("gym_nemo.envs") / "data" / "code_gen_references.json").read_text())
+    return json.loads(bundled_file("code_gen_references.json").read_text(encoding="utf-8"))
 
 
-class CompCodingEnv(TextEnv):
+class CompCodingEnv(SandboxEnv):
     """Stdin/stdout programming problems with hidden tests; see the module docstring.
 
-    Args (beyond :class:`TextEnv`'s):
-        sandbox: a backend name or a ``Sandbox``; default ``GYM_NEMO_SANDBOX``.
-        sandbox_require: protections the sandbox must enforce (see ``get_sandbox``).
-        timeout_s: wall-time limit of each tool run and of each hidden test (NeMo Gym's code_gen uses 10).
+    Args (beyond :class:`SandboxEnv`'s: sandbox, sandbox_require, timeout_s: of each tool run and of each hidden
+    test, as NeMo Gym's code_gen, memory_mb, tool_output_chars; and :class:`TextEnv`'s):
         total_timeout_s: limit on one whole verification; tests not reached get ``-1``.
-        memory_mb: address-space limit of each run.
         float_tolerance: absolute/relative tolerance for float tokens in outputs; ``None`` for exact decimals.
-        tool_output_chars: stdout and stderr shown to the policy are each cut to this many characters.
     """
 
     verifier_name = "stdio_tests"
@@ -70,24 +64,9 @@ class CompCodingEnv(TextEnv):
     default_max_turns = 8
     default_system_prompt = SYSTEM_PROMPT
 
-    def __init__(
-        self,
-        *,
-        sandbox: str | Sandbox | None = None,
-        sandbox_require: Sequence[str] = (),
-        timeout_s: float = 10.0,
-        total_timeout_s: float = 60.0,
-        memory_mb: int = 1024,
-        float_tolerance: float | None = 1e-6,
-        tool_output_chars: int = 4_000,
-        **kwargs: Any,
-    ) -> None:
-        self.timeout_s = timeout_s
+    def __init__(self, *, total_timeout_s: float = 60.0, float_tolerance: float | None = 1e-6, **kwargs: Any) -> None:
         self.total_timeout_s = total_timeout_s
-        self.memory_mb = memory_mb
         self.float_tolerance = float_tolerance
-        self.tool_output_chars = tool_output_chars
-        self.sandbox = get_sandbox(sandbox, require=sandbox_require)
         super().__init__(**kwargs)
 
     @classmethod
@@ -151,7 +130,3 @@ class CompCodingEnv(TextEnv):
             memory_mb=self.memory_mb,
             float_tolerance=self.float_tolerance,
         )
-
-    def close(self) -> None:
-        self.sandbox.close()
-        super().close()

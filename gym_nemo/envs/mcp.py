@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import json
 import os
 import re
@@ -50,17 +49,17 @@ import sys
 import tempfile
 import threading
 from collections.abc import Mapping, Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 
 from gym_nemo.core.env import TextEnv
-from gym_nemo.core.errors import InfraError
+from gym_nemo.core.errors import InfraError, ensure_installed
 from gym_nemo.core.task import Task, input_messages, read_jsonl
 from gym_nemo.core.tools import Tool
 from gym_nemo.core.verdict import Verdict
+from gym_nemo.envs.datafiles import bundled_file
 
 VERIFIER_TYPES = ("contains", "regex", "tool_state", "file", "all")
 
@@ -224,8 +223,7 @@ class MCPEnv(TextEnv):
         max_servers: int = 4,
         **kwargs: Any,
     ) -> None:
-        if importlib.util.find_spec("mcp") is None:
-            raise ImportError("MCPEnv needs the mcp SDK: pip install 'gym-nemo[serve]'")
+        ensure_installed("mcp", what="MCPEnv", extra="serve")
         self.call_timeout_s, self.startup_timeout_s = call_timeout_s, startup_timeout_s
         self.tool_output_chars = tool_output_chars
         self.max_servers = max_servers
@@ -238,7 +236,7 @@ class MCPEnv(TextEnv):
     # ------------------------------------------------------------------ tasks
     @classmethod
     def bundled_rows(cls) -> Sequence[Mapping[str, Any]]:
-        return read_jsonl(str(resources.files("gym_nemo.envs") / "data" / "mcp_tasks.jsonl"))
+        return read_jsonl(str(bundled_file("mcp_tasks.jsonl")))
 
     @classmethod
     def row_to_task(cls, row: Mapping[str, Any], index: int) -> Task:

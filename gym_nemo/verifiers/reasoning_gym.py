@@ -77,8 +77,9 @@ def score_reasoning_gym(
     timeout_s: float = DEFAULT_TIMEOUT_S,
     worker: VerifierWorker | None = None,
 ) -> Verdict:
-    """Score ``response`` on ``entry`` (``question``, ``answer``, ``metadata``, JSON-encoded with
-    ``_worker_main.to_json``) with generator ``dataset`` built from ``config`` (``None``: its defaults)."""
+    """Score ``response`` on ``entry`` (``question``, ``answer``, ``metadata``, encoded with
+    :func:`~gym_nemo.verifiers.json_codec.to_json`) with generator ``dataset`` built from ``config`` (``None``:
+    its defaults)."""
     answer, how = extract_answer(response)
     details: dict[str, Any] = {"dataset": dataset, "extracted_answer": answer, "extraction": how}
     result = (worker or default_worker()).call(
