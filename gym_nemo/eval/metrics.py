@@ -25,7 +25,17 @@ CONFIDENCE = 0.95
 
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k of one task with ``n`` samples of which ``c`` passed (Chen et al. 2021, "Evaluating
-    Large Language Models Trained on Code"): ``1 - C(n-c, k) / C(n, k)``, computed as a stable product."""
+    Large Language Models Trained on Code"): ``1 - C(n-c, k) / C(n, k)``, computed as a stable product.
+
+    Examples:
+        >>> from gym_nemo.eval import pass_at_k
+        >>> round(pass_at_k(n=10, c=3, k=1), 4)  # one draw: 3 of 10 pass
+        0.3
+        >>> round(pass_at_k(n=10, c=3, k=5), 4)  # 1 - C(7, 5) / C(10, 5)
+        0.9167
+        >>> pass_at_k(n=4, c=0, k=4), pass_at_k(n=4, c=1, k=4)
+        (0.0, 1.0)
+    """
     for value, what in ((n, "n"), (c, "c"), (k, "k")):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
             raise TypeError(f"{what} must be an int, got {value!r}")

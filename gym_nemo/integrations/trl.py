@@ -140,7 +140,9 @@ class EnvRollout:
     Args:
         env_id: any registered env id (``nemo/*``).
         env_kwargs: passed to ``gym.make`` (``max_turns``, ``data``, ``task_ids``, ...).
-        chat_template, pass_tools, template_kwargs: passed to :class:`~gym_nemo.wrappers.TokenEnv`.
+        chat_template: passed to :class:`~gym_nemo.wrappers.TokenEnv`.
+        pass_tools: passed to :class:`~gym_nemo.wrappers.TokenEnv`.
+        template_kwargs: passed to :class:`~gym_nemo.wrappers.TokenEnv`.
         policy: generate with this :class:`~gym_nemo.policies.token.TokenPolicy` instead of the trainer (e.g. a
             vLLM server you keep in sync yourself); ``sampling`` then sets its sampling settings.
     """

@@ -70,7 +70,25 @@ def corrupt(answer: str, kind: str) -> str:
 
 
 class ReferencePolicy:
-    """Replays reference solutions (see the module docstring). ``tasks`` must hold every task id played."""
+    """Replays reference solutions (see the module docstring). ``tasks`` must hold every task id played.
+
+    Examples:
+        >>> import gymnasium as gym, gym_nemo
+        >>> from gym_nemo.envs.code_exec import CodeExecEnv
+        >>> from gym_nemo.policies import ReferencePolicy
+        >>> policy = ReferencePolicy(CodeExecEnv.load_tasks(), corrupt_rate=0.0)
+        >>> env = gym.make("nemo/CodeExec-v0")
+        >>> obs, info = env.reset(options={"task_id": "HumanEval/0"})
+        >>> action, = policy.act([obs], [info])  # first it runs its code through the env's tool
+        >>> obs, reward, terminated, truncated, info = env.step(action)
+        >>> obs, reward, terminated
+        ('exit code 0\\nstdout:\\ncompiled ok\\n', 0.0, False)
+        >>> action, = policy.act([obs], [info])  # then it submits the reference solution
+        >>> obs, reward, terminated, truncated, info = env.step(action)
+        >>> obs, reward, terminated
+        ('[verdict] 8/8 tests passed', 1.0, True)
+        >>> env.close()
+    """
 
     name = "reference"
 

@@ -39,6 +39,20 @@ def collect_rollouts(
     returned are the new ones. The resumed run resets its envs with a seed mixed from ``seed`` and the
     number of episodes already written, so it draws a fresh task sequence instead of replaying the killed
     run's first episodes: a kill -9 at any point loses nothing written and writes no episode twice.
+
+    Examples:
+        >>> import gym_nemo
+        >>> from gym_nemo.envs.code_exec import CodeExecEnv
+        >>> from gym_nemo.policies import ReferencePolicy
+        >>> from gym_nemo.rollout import collect_rollouts
+        >>> envs = gym_nemo.make_vec("nemo/CodeExec-v0", num_envs=2, vectorization_mode="sync")
+        >>> policy = ReferencePolicy(CodeExecEnv.load_tasks(), corrupt_rate=0.5, seed=0)
+        >>> records, metrics = collect_rollouts(envs, policy, 4, env_id="nemo/CodeExec-v0", progress=False)
+        >>> [(r.task_id, r.reward, r.num_turns) for r in records]  # half the answers corrupted, on purpose
+        [('HumanEval/139', 1.0, 2), ('HumanEval/77', 0.0, 2), ('HumanEval/104', 0.0, 2), ('HumanEval/83', 1.0, 2)]
+        >>> metrics.episodes, metrics.infra_error_rate
+        (4, 0.0)
+        >>> envs.close()
     """
     n = envs.num_envs
     already = len(whole_lines(Path(out))) if (resume and out is not None) else 0

@@ -28,6 +28,19 @@ def get_sandbox(backend: str | Sandbox | None = None, *, require: Iterable[str] 
 
     ``require`` names protections from ``sandbox.enforced()`` (e.g. ``("no_network", "seccomp")``) that
     must hold, or :class:`SandboxRequirementError` is raised instead of running code in a weaker sandbox.
+
+    Examples:
+        >>> from gym_nemo.sandbox import get_sandbox
+        >>> sandbox = get_sandbox("local", require=("seccomp",))
+        >>> result = sandbox.run("print(6 * 7)", timeout=10)
+        >>> result.stdout, result.exit_code, result.timed_out
+        ('42\\n', 0, False)
+        >>> sandbox.run("while True: pass", timeout=0.5).timed_out
+        True
+        >>> with sandbox.session() as session:  # a stateful interpreter: variables persist across runs
+        ...     _ = session.run("x = 6 * 7")
+        ...     session.run("print(x)").stdout
+        '42\\n'
     """
     if backend is not None and not isinstance(backend, str):
         sandbox = backend

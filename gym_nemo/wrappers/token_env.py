@@ -58,6 +58,31 @@ class TokenEnv(gym.Wrapper):
         pass_tools: give the env's tool schemas to the template (``tools=``); the env's system prompt
             already describes them in text, so set False for templates that would list them twice.
         template_kwargs: extra variables for the template (e.g. ``{"enable_thinking": False}``).
+
+    Examples:
+        >>> import gymnasium as gym, gym_nemo
+        >>> from gym_nemo.testing.tiny_model import build_tokenizer
+        >>> from gym_nemo.wrappers import TokenEnv
+        >>> tok = build_tokenizer("chatml")  # the offline test tokenizer: a real transformers tokenizer
+        >>> env = TokenEnv(gym.make("nemo/TargetChar-v0"), tok)
+        >>> prompt, info = env.reset(options={"task_id": "target-char/a"})
+        >>> print(tok.decode(prompt))
+        <|im_start|>system
+        You are a helpful assistant.<|im_end|>
+        <|im_start|>user
+        Reply with the letter a repeated, nothing else.<|im_end|>
+        <|im_start|>assistant
+        <BLANKLINE>
+        >>> action = tok.encode("aaaa", add_special_tokens=False) + [tok.eos_token_id]
+        >>> delta, reward, terminated, truncated, info = env.step(action)
+        >>> reward, terminated, tok.decode(delta)  # the env's ids: here only the turn's closing newline
+        (1.0, True, '\\n')
+        >>> info["token_ids"][len(prompt):] == action + delta.tolist()  # the policy's ids, verbatim
+        True
+        >>> info["loss_mask"][len(prompt):]  # 1 = a policy token (trained on), 0 = prompt or env token
+        [1, 1, 1, 0]
+        >>> tok.decode(info["token_ids"]) == tok.apply_chat_template(info["messages"], tokenize=False)
+        True
     """
 
     def __init__(

@@ -29,6 +29,19 @@ def make_vec(
 
     ``env_id`` is positional-only, so an env that itself takes ``env_id=`` gets it through ``env_kwargs``:
     ``make_vec("nemo/Remote-v0", 8, url=..., env_id="nemo/Math-v0")``.
+
+    Examples:
+        >>> import gym_nemo
+        >>> envs = gym_nemo.make_vec("nemo/TargetChar-v0", num_envs=2, vectorization_mode="sync")
+        >>> obs, infos = envs.reset(seed=0)
+        >>> obs[0]
+        'You are a helpful assistant.\\n\\nReply with the letter t repeated, nothing else.'
+        >>> obs, rewards, terminated, truncated, infos = envs.step(["tttt", "a"])
+        >>> rewards.tolist(), terminated.tolist()
+        ([1.0, 0.0], [True, True])
+        >>> infos["final_obs"][0]  # the finished episode's last observation; obs[0] is already the next prompt
+        "[verdict] 100% of the characters are 't'"
+        >>> envs.close()
     """
     if vectorization_mode not in ("async", "sync"):
         raise ValueError(f"vectorization_mode must be 'async' or 'sync', got {vectorization_mode!r}")
@@ -44,7 +57,15 @@ def make_vec(
 
 
 def unbatch_info(info: Mapping[str, Any], index: int) -> dict[str, Any]:
-    """The info dict of sub-env ``index`` out of a vector env's batched info (arrays + ``_key`` masks)."""
+    """The info dict of sub-env ``index`` out of a vector env's batched info (arrays + ``_key`` masks).
+
+    Examples:
+        >>> import numpy as np
+        >>> info = {"turn": np.array([1, 2]), "_turn": np.array([True, True]),
+        ...         "verdict": np.array([None, "v"]), "_verdict": np.array([False, True])}
+        >>> unbatch_info(info, 0), unbatch_info(info, 1)
+        ({'turn': np.int64(1)}, {'turn': np.int64(2), 'verdict': 'v'})
+    """
     out: dict[str, Any] = {}
     for key, value in info.items():
         if key.startswith("_"):
