@@ -126,7 +126,20 @@ def _parse_openai_json(text: str) -> ParsedMessage | None:
 
 
 def parse_tool_calls(text: str) -> ParsedMessage:
-    """Find the tool calls in ``text`` (Hermes tags first, then a whole-message OpenAI JSON call)."""
+    """Find the tool calls in ``text`` (Hermes tags first, then a whole-message OpenAI JSON call).
+
+    Examples:
+        >>> from gym_nemo.core import parse_tool_calls
+        >>> parsed = parse_tool_calls('Let me run it.<tool_call>{"name": "f", "arguments": {"x": 1}}</tool_call>')
+        >>> [(call.name, call.arguments) for call in parsed.calls], parsed.is_final
+        ([('f', {'x': 1})], False)
+        >>> parse_tool_calls('[{"name": "f", "arguments": {"x": 2}}]').calls[0].arguments  # OpenAI-style JSON
+        {'x': 2}
+        >>> print(parse_tool_calls('<tool_call>{"name": 3</tool_call>').errors[0].message)  # told to the policy
+        <tool_call> body is not valid JSON (Expecting ',' delimiter at char 10): {"name": 3
+        >>> parse_tool_calls("The answer is 4.").is_final  # no call at all: the final answer
+        True
+    """
     for parser in (_parse_hermes, _parse_openai_json):
         parsed = parser(text)
         if parsed is not None:

@@ -72,6 +72,21 @@ def score(row: Mapping[str, Any], server: str, **env_kwargs: Any) -> dict[str, A
 
     ``env_kwargs`` go to the env that verifies (e.g. ``verify_timeout_s=60`` to re-score a slow check on a slow
     machine). Returns ``{"reward", "passed", "fraction", "reason", "details", "infra_error", "verifier"}``.
+
+    Examples:
+        An ``evalplus`` rollout row (task fields and the model's ``response``), scored by CodeExec's verifier:
+
+        >>> from gym_nemo.integrations.nemo_gym import score
+        >>> answer = "```python\\ndef add(a, b):\\n    return a + b\\n```"
+        >>> row = {
+        ...     "responses_create_params": {"input": [{"role": "user", "content": "Write add(a, b)."}]},
+        ...     "verifier_metadata": {"entry_point": "add", "test": "def check(f):\\n    assert f(2, 3) == 5\\n"},
+        ...     "response": {"output": [{"type": "message", "role": "assistant",
+        ...                              "content": [{"type": "output_text", "text": answer}]}]},
+        ... }
+        >>> result = score(row, "evalplus")
+        >>> result["reward"], result["passed"], result["infra_error"]
+        (1.0, True, None)
     """
     try:
         env_id = SERVER_ENVS[server]

@@ -317,6 +317,30 @@ def collect_token_rollouts_async(
     ``num_episodes`` must be a multiple of ``group_size``. ``out``, ``resume``, ``max_context_tokens`` and
     ``on_record`` are as in :func:`~gym_nemo.rollout.token_rollout.collect_token_rollouts`.
     ``episode_timeout_s`` is the per-episode deadline (None: none).
+
+    Examples:
+        The scripted policy of :func:`~gym_nemo.rollout.token_rollout.collect_token_rollouts`'s example,
+        here behind worker threads that each own one env:
+
+        >>> import gymnasium as gym, gym_nemo
+        >>> from gym_nemo.policies import Generation
+        >>> from gym_nemo.rollout import collect_token_rollouts_async
+        >>> from gym_nemo.testing.tiny_model import build_tokenizer
+        >>> from gym_nemo.wrappers import TokenEnv
+        >>> tok = build_tokenizer("chatml")
+        >>> class Letters:
+        ...     name = "letters"
+        ...     def generate(self, prompts, sampling):
+        ...         letters = [tok.decode(p).rsplit("the letter ", 1)[1][0] for p in prompts]
+        ...         ids = [tok.encode(c * 4, add_special_tokens=False) + [tok.eos_token_id] for c in letters]
+        ...         return [Generation(i, [-0.5] * len(i), "stop") for i in ids]
+        >>> records, metrics = collect_token_rollouts_async(
+        ...     lambda: TokenEnv(gym.make("nemo/TargetChar-v0"), tok), Letters(), 4,
+        ...     env_id="nemo/TargetChar-v0", group_size=2, max_in_flight=2, progress=False)
+        >>> sorted((r.group, r.task_id, r.reward) for r in records)  # records come in finishing order
+        [(0, 'target-char/t', 1.0), (0, 'target-char/t', 1.0), (1, 'target-char/o', 1.0), (1, 'target-char/o', 1.0)]
+        >>> metrics.episodes, metrics.infra_error_rate
+        (4, 0.0)
     """
     if group_size < 1 or num_episodes % group_size:
         raise ValueError(f"num_episodes ({num_episodes}) must be a multiple of group_size ({group_size})")
