@@ -5,7 +5,7 @@
 # sandbox image offline (sandbox/build_image.sh), and stops the engine it started by PID afterwards.
 # Docker tests skip, saying why, only when no engine can be had at all.
 set -euo pipefail
-GYM_NEMO_EXTRAS=test,suite,judge,docker,hf,serve,ray,vllm,eval,trl
+GYM_NEMO_EXTRAS=test,suite,judge,docker,hf,serve,ray,vllm,eval,trl,docs
 source "$(dirname "$0")/setup.sh"
 bash "$ROOT/scripts/vllm_fixup.sh" "$VENV/bin/python"
 bash "$ROOT/scripts/fetch_openrlhf.sh" "$VENV/bin/python"
@@ -13,6 +13,7 @@ cd "$ROOT"
 ruff check .
 ruff format --check .
 lint-imports  # the import layers in .importlinter (docs/architecture.md); exits non-zero on a broken contract
+NO_MKDOCS_2_WARNING=1 mkdocs build --strict  # the docs site into build/site (gitignored); any warning fails (no --quiet: it hides them)
 bash scripts/install_chromium.sh  # headless Chromium for the leaderboard screenshot test (root only; quick once installed)
 
 if [ "${GYM_NEMO_DOCKER:-1}" = 1 ]; then
