@@ -1,4 +1,6 @@
-"""A griffe extension for the docs build: the docstrings' Sphinx cross-reference roles become links.
+"""A griffe extension for the docs build: docstrings written for ``help()`` and doctest render as Markdown.
+
+Two things in gym_nemo's docstrings would not render: Sphinx cross-reference roles and bare ``>>>`` blocks.
 
 gym_nemo's docstrings name other objects the Sphinx way (``:class:`~gym_nemo.wrappers.TokenEnv` ``), which
 Markdown would print verbatim. When griffe has loaded the package, each role becomes an autorefs link
@@ -8,6 +10,9 @@ What the reference renders is read from the ``:::`` lines of ``docs/api/*.md`` (
 lists), so the two cannot drift apart; a link the reference cannot satisfy still fails the strict build.
 Names are resolved as Sphinx resolves them: a dotted path as written, a bare name in the scope of the
 docstring's object, then of its module and packages.
+
+A ``>>>`` block in the body of a docstring (outside an ``Examples:`` section, which griffe already reads)
+would render as nested block quotes; it becomes a fenced ``pycon`` block, the same text, highlighted.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from griffe import Alias, AliasResolutionError, CyclicAliasError, Extension, Gri
 ROLE = re.compile(r":(?:py:)?(?:class|func|meth|attr|mod|data|exc|obj|const):`(~?)\.?([\w.]+)(?:\(\))?`")
 DIRECTIVE = re.compile(r"^::: ([\w.]+)\n((?:[ \t]+.*\n)*)", re.MULTILINE)
 MEMBERS = re.compile(r"^\s+members:\s*\[([^\]]*)\]", re.MULTILINE)
+DOCTEST = re.compile(r"^>>> .*\n(?:^(?!\s*$).*\n?)*", re.MULTILINE)  # from a >>> line at column 0 to a blank line
 
 
 def rendered_in(api_dir: Path) -> dict[str, set[str] | None]:
@@ -33,16 +39,17 @@ def rendered_in(api_dir: Path) -> dict[str, set[str] | None]:
     return rendered
 
 
-class SphinxRoles(Extension):
-    """Rewrites ``:class:`` / ``:func:`` / ``:mod:`` / ... roles into autorefs links or code text."""
+class MarkdownDocstrings(Extension):
+    """Rewrites Sphinx roles into autorefs links or code text, and fences bare doctest blocks."""
 
     def __init__(self, api_dir: str = "docs/api") -> None:
         self.rendered = rendered_in(Path(api_dir))
 
     def on_package(self, *, pkg: Module, loader: GriffeLoader, **kwargs: Any) -> None:
         for obj in _walk(pkg):
-            if obj.docstring is not None and ":" in obj.docstring.value:
-                obj.docstring.value = ROLE.sub(lambda m, obj=obj: self._replace(m, obj, loader), obj.docstring.value)
+            if obj.docstring is not None:
+                text = ROLE.sub(lambda m, obj=obj: self._replace(m, obj, loader), obj.docstring.value)
+                obj.docstring.value = DOCTEST.sub(_fence, text)
 
     def _replace(self, match: re.Match[str], scope: Object, loader: GriffeLoader) -> str:
         short, target = match.group(1) == "~", match.group(2)
@@ -66,6 +73,10 @@ class SphinxRoles(Extension):
         if members is not None and chain[-1].name not in members:
             return False
         return all(not o.name.startswith("_") and o.has_docstrings and not o.is_module for o in chain)
+
+
+def _fence(match: re.Match[str]) -> str:
+    return f"\n```pycon\n{match.group(0).rstrip()}\n```\n"
 
 
 def _walk(obj: Object) -> list[Object]:
