@@ -42,8 +42,8 @@ def rendered_in(api_dir: Path) -> dict[str, set[str] | None]:
 class MarkdownDocstrings(Extension):
     """Rewrites Sphinx roles into autorefs links or code text, and fences bare doctest blocks."""
 
-    def __init__(self, api_dir: str = "docs/api") -> None:
-        self.rendered = rendered_in(Path(api_dir))
+    def __init__(self, api_dir: str | None = None) -> None:
+        self.rendered = rendered_in(Path(api_dir) if api_dir else Path(__file__).resolve().parents[1] / "api")
 
     def on_package(self, *, pkg: Module, loader: GriffeLoader, **kwargs: Any) -> None:
         for obj in _walk(pkg):
