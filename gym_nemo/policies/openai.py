@@ -40,10 +40,10 @@ class OpenAIPolicy:
         model: the served model name.
         base_url: e.g. ``http://127.0.0.1:8000/v1``; default: the ``openai`` client's (``OPENAI_BASE_URL``).
         api_key: default ``OPENAI_API_KEY``, else ``"EMPTY"`` (local servers ignore it).
-        max_tokens: the sampling settings sent with every call: the most tokens per reply,
-        temperature: the sampling temperature,
-        top_p: nucleus sampling's mass,
-        seed: the seed (servers that honour it, such as vLLM, then repeat a call).
+        max_tokens: the most tokens per reply (sent with every call, as are the next three settings).
+        temperature: the sampling temperature.
+        top_p: nucleus sampling's probability mass.
+        seed: the sampling seed (servers that honour it, such as vLLM, repeat a call with it).
         logprobs: ask for the chosen tokens' logprobs.
         return_token_ids: ask for vLLM's ``return_token_ids`` (generated token ids) in the response.
         max_concurrency: calls in flight at once for a batch.
