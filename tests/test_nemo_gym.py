@@ -119,7 +119,7 @@ def test_math_with_judge_rollouts_rescore_to_the_stored_reward() -> None:
         assert ours["reward"] == row["reward"], row["expected_answer"]
         assert ours["details"]["library_reward"] == row["library_reward"]
         assert ours["details"]["extracted_answer"] == row["extracted_answer"]
-        assert ours["verifier"].startswith("math_verify@1+math-verify-")
+        assert ours["verifier"].startswith("math_verify@2+math-verify-")
 
 
 def test_math_with_judge_task_rows_load_as_they_are() -> None:
