@@ -4,15 +4,17 @@ Run it with a Python >= 3.12 that has ``nemo-gym`` installed (it is not gym_nemo
 
     PY=$(pyenv root)/versions/3.12.1/bin/python
     $PY -m venv /tmp/ng312 && /tmp/ng312/bin/pip install nemo-gym==0.4.0 math-verify==0.8.0 reasoning-gym scipy
-    /tmp/ng312/bin/python scripts/nemo_gym_conformance.py
+    /tmp/ng312/bin/python scripts/nemo_gym_conformance.py [SERVER ...]      # all by default
 
 For each family it takes the server's shipped rows (``resources_servers/<server>/data/example*.jsonl`` of the
 installed wheel, copied to ``tests/data/nemo_gym/<server>/`` when missing there), builds variants of the
 model's response (no ``\\boxed{}``, the answer spread over several output messages, doubled braces, extra
 whitespace, wrong letters or values, the instruction fields under ``verifier_metadata``, ...), and posts each
 row to the real server's ``/verify`` (its FastAPI app built from its class and config, no head server, no Ray;
-a ``/seed_session`` first for the session cookie). The answer (HTTP status, reward, the server's extracted
-answer) is stored beside the row; ``tests/test_nemo_gym_conformance.py`` scores the same rows with gym_nemo.
+a ``/seed_session`` first for the session cookie). code_gen's check is a Ray task: here the same function
+(LiveCodeBench's ``check_correctness``) runs in a thread instead, without a Ray cluster. The answer (HTTP
+status, reward, the server's extracted answer) is stored beside the row; ``tests/test_nemo_gym_conformance.py``
+scores the same rows with gym_nemo.
 
 Servers whose checkers cannot be installed offline are not run: instruction_following (its
 ``verifiable_instructions`` comes from a git URL), ifbench (a git clone plus a spaCy model from GitHub),
@@ -23,7 +25,6 @@ the ground truth, plus rows whose answer NeMo Gym's request models decide before
 from __future__ import annotations
 
 import asyncio
-import copy
 import importlib
 import json
 import re
@@ -80,6 +81,8 @@ def joined(server: str, rollouts: str = "example_rollouts.jsonl", tasks: str = "
     rows = []
     for rollout in shipped(server, rollouts):
         rollout = {k: v for k, v in rollout.items() if not k.startswith("_ng_") and k != "agent_ref"}
+        if key(rollout) not in by_key:
+            print(f"{server}: a rollout matches no task row by prompt; kept as it is", file=sys.stderr)
         rows.append({**by_key.get(key(rollout), {}), **rollout})
     return rows
 
@@ -130,7 +133,7 @@ Case = tuple[str, dict[str, Any], dict[str, Any]]  # (name, row, env kwargs)
 
 
 def math_cases(server: str) -> Iterator[Case]:
-    rows = shipped(server, "example_rollouts.jsonl")
+    rows = joined(server)  # math_with_judge's rollouts lack the question
     for n, row in enumerate(rows):
         base, text, expected = task_fields(row), all_text(row["response"]), str(row["expected_answer"])
         yield f"rollout-{n}", {**base, "response": row["response"]}, {}
@@ -156,7 +159,11 @@ def math_cases(server: str) -> Iterator[Case]:
         }
         for name, text in variants.items():
             yield f"row-{n}/{name}", {**base, "response": response(text)}, {}
-        yield f"row-{n}/answer-over-messages", {**base, "response": response("The final answer is \\boxed{", f"{expected}}}")}, {}
+        yield (
+            f"row-{n}/answer-over-messages",
+            {**base, "response": response("The final answer is \\boxed{", f"{expected}}}")},
+            {},
+        )
 
 
 def split(text: str) -> list[str]:
@@ -200,8 +207,14 @@ def mcqa_cases() -> Iterator[Case]:
                 {},
             )
         for name, text in texts.items():  # the server's config mode, which rows cannot name
-            yield f"row-{n}/config-md/{name}", {**base, "response": response(text)}, {"grading_mode": "lenient_answer_colon_md"}
-    for n, row in enumerate(joined("mcqa", "example_rollouts_with_template_metadata.jsonl", "example_with_template_metadata.jsonl")):
+            yield (
+                f"row-{n}/config-md/{name}",
+                {**base, "response": response(text)},
+                {"grading_mode": "lenient_answer_colon_md"},
+            )
+    for n, row in enumerate(
+        joined("mcqa", "example_rollouts_with_template_metadata.jsonl", "example_with_template_metadata.jsonl")
+    ):
         base = task_fields(row, drop=("reward_profiles",))
         yield f"template-rollout-{n}", {**base, "response": drop_nulls(row["response"])}, {}
         gold = row["expected_answer"]
@@ -222,13 +235,20 @@ def mcqa_cases() -> Iterator[Case]:
 
 
 def math_with_code_cases() -> Iterator[Case]:
-    rows = shipped("math_with_code", "example_rollouts.jsonl")
+    rows = joined("math_with_code")
     for n, row in enumerate(rows):
         yield f"rollout-{n}", {**task_fields(row), "response": drop_nulls(row["response"])}, {}
     for n, task in enumerate(shipped("math_with_code", "example.jsonl")[:3]):
         gold = str(task["expected_result"])
         tool = [
-            {"type": "function_call", "call_id": "c1", "name": "execute_python", "arguments": "{}", "id": "fc1", "status": "completed"},
+            {
+                "type": "function_call",
+                "call_id": "c1",
+                "name": "execute_python",
+                "arguments": "{}",
+                "id": "fc1",
+                "status": "completed",
+            },
             {"type": "function_call_output", "call_id": "c1", "output": json.dumps({"stdout": f"\\boxed{{{gold}}}\n"})},
         ]
         texts = {
@@ -248,7 +268,7 @@ def math_with_code_cases() -> Iterator[Case]:
 
 
 def reasoning_gym_cases() -> Iterator[Case]:
-    rows = shipped("reasoning_gym", "example_rollouts.jsonl")
+    rows = joined("reasoning_gym")
     for n, row in enumerate(rows):
         yield f"rollout-{n}", {**task_fields(row), "response": drop_nulls(row["response"])}, {}
     for n, task in enumerate(shipped("reasoning_gym", "example.jsonl")[:3]):
@@ -274,11 +294,28 @@ def code_gen_cases() -> Iterator[Case]:
     solved = next(r for r in rows if r["reward"] == 1.0)
     base, text = task_fields(solved), all_text(solved["response"])
     code = re.findall(r"```(?:python)?\n(.*?)```", text, re.DOTALL)[-1]
-    yield "solved/split-code-then-prose", {**base, "response": response(f"```python\n{code}```", "That is my program.")}, {}
+    yield (
+        "solved/split-code-then-prose",
+        {**base, "response": response(f"```python\n{code}```", "That is my program.")},
+        {},
+    )
     yield "solved/prose-then-code-message", {**base, "response": response("Here it is:", f"```python\n{code}```")}, {}
     yield "solved/no-fence", {**base, "response": response(code)}, {}
-    yield "solved/two-blocks-broken-last", {**base, "response": response(f"```python\n{code}```\n```python\nprint(1/0)\n```")}, {}
-    yield "solved/main-guard", {**base, "response": response(f"```python\ndef main():\n{indent(code)}\nif __name__ == '__main__':\n    main()\n```")}, {}
+    yield (
+        "solved/two-blocks-broken-last",
+        {**base, "response": response(f"```python\n{code}```\n```python\nprint(1/0)\n```")},
+        {},
+    )
+    yield (
+        "solved/main-guard",
+        {
+            **base,
+            "response": response(
+                f"```python\ndef main():\n{indent(code)}\nif __name__ == '__main__':\n    main()\n```"
+            ),
+        },
+        {},
+    )
 
 
 def indent(code: str) -> str:
@@ -326,9 +363,25 @@ def build_client(server: str, **config_overrides: Any) -> Any:
     fields.update(host="127.0.0.1", port=0, name=server, **config_overrides)
     config_type = getattr(module, config_cls)
     config = config_type.model_validate({k: v for k, v in fields.items() if k in config_type.model_fields})
-    head = ServerClient.model_construct(head_server_config=BaseServerConfig(host="127.0.0.1", port=1), global_config_dict={})
+    if server == "code_gen":  # its check runs as a Ray task; run the same function in a thread instead of a cluster
+        module.check_correctness_remote = _Local(
+            importlib.import_module("lcb_integration.compute_code_generation_metrics")
+        )
+    head = ServerClient.model_construct(
+        head_server_config=BaseServerConfig(host="127.0.0.1", port=1), global_config_dict={}
+    )
     app = getattr(module, server_cls)(config=config, server_client=head).setup_webserver()
     return TestClient(app)
+
+
+class _Local:
+    """``check_correctness_remote.remote(...)`` without Ray: LiveCodeBench's ``check_correctness`` in a thread."""
+
+    def __init__(self, lcb: Any) -> None:
+        self.lcb = lcb
+
+    def remote(self, *args: Any) -> Any:
+        return asyncio.get_running_loop().run_in_executor(None, self.lcb.check_correctness, *args)
 
 
 def ask(client: Any, row: dict[str, Any]) -> dict[str, Any]:
@@ -366,14 +419,21 @@ def main() -> None:
     versions = {d: metadata.version(d) for d in ("nemo-gym", "math-verify", "reasoning-gym")}
     for server in SHIPPED:
         shipped(server, "example.jsonl")
+    only = set(sys.argv[1:]) or set(CASES)
     for server, make_cases in CASES.items():
+        if server not in only:
+            continue
         run = server in RUN
         clients: dict[str, Any] = {}
         lines = []
         stored = {}
         if not run:
             for n, row in enumerate(shipped(server, "example_rollouts.jsonl")):
-                stored[f"rollout-{n}"] = {"status": 200, "reward": row["reward"], "follow_instruction_list": row["follow_instruction_list"]}
+                stored[f"rollout-{n}"] = {
+                    "status": 200,
+                    "reward": row["reward"],
+                    "follow_instruction_list": row["follow_instruction_list"],
+                }
         for name, row, env_kwargs in make_cases():
             if run:
                 mode = env_kwargs.get("grading_mode", "")
@@ -383,9 +443,24 @@ def main() -> None:
                 source = f"nemo-gym {versions['nemo-gym']} /verify"
             else:
                 answer = stored_answer(name, row, stored)
-                source = "request model (422)" if answer and answer["status"] == 422 else "stored rollout; NeMo Gym reads output[-1].content[0].text"
-            lines.append({"server": server, "case": name, "env_kwargs": env_kwargs, "row": row, "nemo_gym": answer, "source": source})
-        (OUT / f"{server}.jsonl").write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines), encoding="utf-8")
+                source = (
+                    "request model (422)"
+                    if answer and answer["status"] == 422
+                    else "stored rollout; NeMo Gym reads output[-1].content[0].text"
+                )
+            lines.append(
+                {
+                    "server": server,
+                    "case": name,
+                    "env_kwargs": env_kwargs,
+                    "row": row,
+                    "nemo_gym": answer,
+                    "source": source,
+                }
+            )
+        (OUT / f"{server}.jsonl").write_text(
+            "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines), encoding="utf-8"
+        )
         print(f"{server}: {len(lines)} cases", flush=True)
     (OUT / "VERSIONS.json").write_text(json.dumps(versions, indent=1) + "\n")
 
