@@ -11,7 +11,8 @@ Tool: ``execute_python(code, stdin="")`` runs code in a fresh sandbox process (n
 
 Final answer: a message with no tool call. Its last fenced python block is the program; each hidden test
 runs it once in the sandbox with the test's input on stdin (see ``gym_nemo.verifiers.stdio_tests`` for the
-comparison rules and result codes). Reward 1.0 iff all tests pass.
+comparison rules and result codes), up to ``parallel_tests`` tests at once on the local sandbox's pool (the
+per-test result list is the same as a sequential run's). Reward 1.0 iff all tests pass.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from gym_nemo.core.tool_calls import last_code_block
 from gym_nemo.core.tools import Tool
 from gym_nemo.core.verdict import Verdict
 from gym_nemo.envs.python_tool import format_exec_result
-from gym_nemo.sandbox import Sandbox, get_sandbox
+from gym_nemo.sandbox import LocalSandbox, Sandbox, get_sandbox
 from gym_nemo.verifiers.stdio_tests import VERIFIER_VERSION, parse_unit_tests, verify_stdio_tests
 
 SYSTEM_PROMPT = (
@@ -63,6 +64,8 @@ class CompCodingEnv(TextEnv):
         memory_mb: address-space limit of each run.
         float_tolerance: absolute/relative tolerance for float tokens in outputs; ``None`` for exact decimals.
         tool_output_chars: stdout and stderr shown to the policy are each cut to this many characters.
+        parallel_tests: how many of one answer's hidden tests run at once (each on its own connection to the
+            local sandbox daemon; other backends run them one at a time); 1 = one after another.
     """
 
     verifier_name = "stdio_tests"
@@ -80,14 +83,19 @@ class CompCodingEnv(TextEnv):
         memory_mb: int = 1024,
         float_tolerance: float | None = 1e-6,
         tool_output_chars: int = 4_000,
+        parallel_tests: int = 4,
         **kwargs: Any,
     ) -> None:
+        if parallel_tests < 1:
+            raise ValueError(f"parallel_tests must be >= 1, got {parallel_tests}")
+        self.parallel_tests = parallel_tests
         self.timeout_s = timeout_s
         self.total_timeout_s = total_timeout_s
         self.memory_mb = memory_mb
         self.float_tolerance = float_tolerance
         self.tool_output_chars = tool_output_chars
         self.sandbox = get_sandbox(sandbox, require=sandbox_require)
+        self._test_sandboxes: list[Sandbox] = []
         super().__init__(**kwargs)
 
     @classmethod
@@ -150,8 +158,18 @@ class CompCodingEnv(TextEnv):
             total_timeout_s=self.total_timeout_s,
             memory_mb=self.memory_mb,
             float_tolerance=self.float_tolerance,
+            extra_sandboxes=self._extra_sandboxes(),
         )
 
+    def _extra_sandboxes(self) -> list[Sandbox]:
+        """More connections to the local daemon, made on first use, for ``parallel_tests`` tests at once."""
+        if not self._test_sandboxes and self.parallel_tests > 1 and isinstance(self.sandbox, LocalSandbox):
+            self._test_sandboxes = [self.sandbox.another_connection() for _ in range(self.parallel_tests - 1)]
+        return self._test_sandboxes
+
     def close(self) -> None:
+        for extra in self._test_sandboxes:
+            extra.close()
+        self._test_sandboxes = []
         self.sandbox.close()
         super().close()
