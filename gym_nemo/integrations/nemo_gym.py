@@ -85,7 +85,8 @@ def last_output_text(response: Mapping[str, Any]) -> str:
 
 def math_with_code_text(response: Mapping[str, Any]) -> str:
     """The text NeMo Gym's math_with_code server reads its ``\\boxed{}`` answer from: the last output message
-    that has one, else the last tool output (its JSON ``stdout``, or the raw output) that has one."""
+    that has one, else the last tool output (its JSON ``stdout``, or the raw output) that has one, else all
+    the text (what a Math-v0-style row on the same env is checked against)."""
     for text in reversed(_message_texts(response)):
         if (last_boxed(text) or "").strip():
             return text
@@ -99,7 +100,7 @@ def math_with_code_text(response: Mapping[str, Any]) -> str:
                 pass
             if (last_boxed(text) or "").strip():
                 return text
-    return ""
+    return output_text(response)  # no \\boxed{} anywhere: scores 0 for math_with_code rows, as NeMo Gym's None
 
 
 #: The text each server checks (:func:`output_text` unless named here).
