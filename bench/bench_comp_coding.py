@@ -8,7 +8,8 @@ reset and one final answer holding the correct program, so every episode runs al
 (``python -m venv /tmp/gem && /tmp/gem/bin/pip install gem-llm==0.1.0 datasets pylatexenc``); its ``CodeEnv``
 runs in a subprocess of that interpreter, with that venv's ``bin`` first on ``PATH`` (GEM launches each test as
 ``python -c``, so it gets a real interpreter, not a slow shim). Rounds alternate ours and GEM's, and each
-round's ratio compares neighbours, so that other load on the machine hits both alike.
+round's ratio compares neighbours, so that other load on the machine hits both alike. "ours sequential" is
+``parallel_tests=1`` (one test after another), "ours parallel" the default ``parallel_tests=4``.
 """
 
 from __future__ import annotations
@@ -97,9 +98,12 @@ def main() -> None:
     for n in args.tests:
         rows = []
         for r in range(args.rounds):
+            if r % 2:  # every other round GEM goes first, so a drift in the machine's load favours neither
+                base = gem(args.gem_python, n, args.episodes)
             seq = ours(n, args.episodes, parallel=False)
             par = ours(n, args.episodes, parallel=True)
-            base = gem(args.gem_python, n, args.episodes)
+            if not r % 2:
+                base = gem(args.gem_python, n, args.episodes)
             rows.append((seq, par, base))
             print(
                 f"tests={n} round {r + 1}: ours sequential {seq:6.1f}  ours parallel {par:6.1f}  GEM {base:6.1f}  "

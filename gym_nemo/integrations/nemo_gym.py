@@ -100,7 +100,7 @@ def math_with_code_text(response: Mapping[str, Any]) -> str:
                 pass
             if (last_boxed(text) or "").strip():
                 return text
-    return output_text(response)  # no \\boxed{} anywhere: scores 0 for math_with_code rows, as NeMo Gym's None
+    return output_text(response)  # no \boxed{} anywhere: scores 0 for math_with_code rows, as NeMo Gym's None
 
 
 #: The text each server checks (:func:`output_text` unless named here).
@@ -117,7 +117,7 @@ def _scoring_env(env_id: str, env_kwargs: str) -> TextEnv:
 
 
 @functools.cache
-def env_kwargs(env_id: str) -> frozenset[str]:
+def env_keywords(env_id: str) -> frozenset[str]:
     """The keyword arguments ``env_id``'s class (and its bases) names in ``__init__``."""
     module, _, name = str(gym.spec(env_id).entry_point).partition(":")
     cls = getattr(importlib.import_module(module), name)
@@ -130,11 +130,11 @@ def env_kwargs(env_id: str) -> frozenset[str]:
     return frozenset(names)
 
 
-def score(row: Mapping[str, Any], server: str, **env_kwargs_: Any) -> dict[str, Any]:
+def score(row: Mapping[str, Any], server: str, **env_kwargs: Any) -> dict[str, Any]:
     """Re-score a NeMo Gym rollout row (task fields + ``response``) with our verifier for ``server``, reading
     the response's text the way that server does (``SERVER_TEXT``).
 
-    ``env_kwargs_`` go to the env that verifies (any keyword its class takes, e.g. ``verify_timeout_s=60`` to
+    ``env_kwargs`` go to the env that verifies (any keyword its class takes, e.g. ``verify_timeout_s=60`` to
     re-score a slow check on a slow machine, ``grading_mode=`` for mcqa); another is a ``ValueError``. Returns
     ``{"reward", "passed", "fraction", "reason", "details", "infra_error", "verifier"}``.
     """
@@ -142,15 +142,15 @@ def score(row: Mapping[str, Any], server: str, **env_kwargs_: Any) -> dict[str, 
         env_id = SERVER_ENVS[server]
     except KeyError:
         raise ValueError(f"no gym_nemo verifier for NeMo Gym server {server!r}; known: {sorted(SERVER_ENVS)}") from None
-    unknown = sorted(set(env_kwargs_) - env_kwargs(env_id))
+    unknown = sorted(set(env_kwargs) - env_keywords(env_id))
     if unknown:
         raise ValueError(
             f"{env_id} (NeMo Gym {server!r}) takes no keyword {', '.join(unknown)}; "
-            f"it takes: {', '.join(sorted(env_kwargs(env_id)))}"
+            f"it takes: {', '.join(sorted(env_keywords(env_id)))}"
         )
     if "response" not in row:
         raise ValueError("a rollout row needs 'response' (the Responses API object the model produced)")
-    env = _scoring_env(env_id, json.dumps(env_kwargs_, sort_keys=True))
+    env = _scoring_env(env_id, json.dumps(env_kwargs, sort_keys=True))
     task = env.row_to_task(row, 0)
     verdict = env.verify(task, SERVER_TEXT.get(server, output_text)(row["response"]))
     return {**verdict.to_dict(), "verifier": f"{env.verifier_name}@{env.verifier_version}"}
