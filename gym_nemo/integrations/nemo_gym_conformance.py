@@ -78,6 +78,9 @@ def ours(case: Mapping[str, Any]) -> dict[str, Any]:
     kwargs = dict(case.get("env_kwargs") or {})
     if case["server"] in ("math_with_judge", "polymath"):
         kwargs.setdefault("verify_timeout_s", SLOW_CHECK_S)
+    if case["server"] == "code_gen":  # LiveCodeBench's global bound, (timeout + 1) x tests + 5 s, not our 60 s
+        tests = case["row"].get("verifier_metadata", {}).get("unit_tests", {}).get("inputs") or []
+        kwargs.setdefault("total_timeout_s", 11.0 * max(len(tests), 6) + 5)
     try:
         verdict = score(case["row"], case["server"], **kwargs)
     except ValueError as exc:
