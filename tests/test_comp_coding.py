@@ -66,6 +66,38 @@ def test_global_timeout_marks_the_test_it_cut(env) -> None:
     assert verdict.details["result"][:-1] == [True] * (len(verdict.details["result"]) - 1)
 
 
+def test_tests_run_at_once_give_the_sequential_result_lists() -> None:
+    """parallel_tests runs one answer's tests concurrently; the result list (LiveCodeBench's, cut at the first
+    failure) is the same as one test after another."""
+    row = {
+        "responses_create_params": {"input": "Read n, print n squared."},
+        "verifier_metadata": {
+            "unit_tests": {"inputs": [f"{n}\n" for n in range(8)], "outputs": [f"{n * n}\n" for n in range(8)]}
+        },
+    }
+    answers = [
+        program("n = int(input())\nprint(n * n)"),
+        program("n = int(input())\nprint(n * n + (n == 5))"),  # wrong at test 5
+        program("n = int(input())\nassert n != 6\nprint(n * n)"),  # runtime error at test 6
+        program("import time\nn = int(input())\ntime.sleep(5 if n == 2 else 0)\nprint(n * n)"),  # time limit at 2
+        program("n = int(input())\nprint(n * n)\nprint(n)"),  # wrong from the first test
+    ]
+    results = {}
+    for parallel in (1, 4):
+        env = CompCodingEnv(data=[row], timeout_s=1, total_timeout_s=20, parallel_tests=parallel)
+        try:
+            task = env.tasks[0]
+            results[parallel] = [env.verify(task, answer).details["result"] for answer in answers]
+            assert len(env._extra_sandboxes()) == parallel - 1
+        finally:
+            env.close()
+    assert results[1] == results[4]
+    assert results[1][:4] == [[True] * 8, [True] * 5 + [-2], [True] * 6 + [-4], [True, True, -3]]
+    assert results[1][4] == [-2]
+    with pytest.raises(ValueError, match="parallel_tests"):
+        CompCodingEnv(data=[row], parallel_tests=0)
+
+
 def test_output_comparison_rules() -> None:
     assert outputs_match("1 2 \n3\n\n", "1 2\n3")[0]  # whitespace around lines and at the ends is ignored
     assert not outputs_match("1 2\n\n3", "1 2\n3")[0]  # but not blank lines in the middle

@@ -131,8 +131,9 @@ def test_math_env_uses_the_judge_only_where_math_verify_says_no(server) -> None:
         assert (r, terminated, truncated) == (0.0, True, False)
 
         env.reset(options={"task_id": "mmath/AIME2024/0"})
-        _, r, *_ = env.step("no boxed answer")  # no final answer: nothing to judge
-        assert r == 0.0 and len(server.requests) == 3
+        _, r, *_ = env.step("no boxed answer")  # no answer math-verify can read: the judge sees the whole text
+        assert r == 0.0 and len(server.requests) == 4  # as NeMo Gym; "different" in the first order ends it
+        assert "no boxed answer" in server.requests[3]["body"]["messages"][1]["content"]
     finally:
         env.close()
 

@@ -66,6 +66,11 @@ def test_known_correct_and_wrong_answers(env, answer: str, reward: float) -> Non
     assert info["verdict"]["details"]["library_reward"] == reward
 
 
+def test_an_answer_without_boxed_is_read_from_the_text_as_nemo_gym_does(env) -> None:
+    _, r, _, _, info = play(env, "mmath/AIME2024/0", "The answer is 204.")
+    assert r == 1.0 and info["verdict"]["details"]["boxed_answer"] is None
+
+
 def test_equivalent_forms_of_a_symbolic_answer() -> None:
     assert verify_math("\\(\\frac{333}{1997}\\)", "so $\\boxed{\\dfrac{333}{1997}}$").passed
     assert verify_math("\\sqrt{2}", "\\boxed{2^{1/2}}").passed
@@ -75,7 +80,7 @@ def test_equivalent_forms_of_a_symbolic_answer() -> None:
 @pytest.mark.parametrize(
     ("answer", "note"),
     [
-        ("The answer is 204.", "no complete \\boxed{...}"),
+        ("The answer is 205.", "no complete \\boxed{...}"),
         ("\\boxed{}", "an empty \\boxed{}"),
         ("\\boxed{204", "no complete \\boxed{...}"),
         ("", "empty"),

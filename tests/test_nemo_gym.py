@@ -119,7 +119,7 @@ def test_math_with_judge_rollouts_rescore_to_the_stored_reward() -> None:
         assert ours["reward"] == row["reward"], row["expected_answer"]
         assert ours["details"]["library_reward"] == row["library_reward"]
         assert ours["details"]["extracted_answer"] == row["extracted_answer"]
-        assert ours["verifier"].startswith("math_verify@1+math-verify-")
+        assert ours["verifier"].startswith("math_verify@2+math-verify-")
 
 
 def test_math_with_judge_task_rows_load_as_they_are() -> None:
@@ -151,3 +151,50 @@ def test_reasoning_gym_rows_in_nemo_gyms_format_score_with_the_default_scorer() 
     assert rescored(f"\\boxed{{{entry['answer']}}}") == 1.0
     assert rescored(str(entry["answer"])) == 1.0
     assert rescored(f"<answer>{int(entry['answer']) + 1}</answer>") == 0.0
+
+
+def answer_row(row: dict, *texts: str) -> dict:
+    """``row`` with a response of one output message per text."""
+    output = [{"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": t}]} for t in texts]
+    return {**row, "response": {"output": output}}
+
+
+def test_score_takes_every_env_kwarg_of_the_server_env_and_names_the_unknown() -> None:
+    row = answer_row(tasks("math_with_judge")[3], "\\boxed{1}")
+    with pytest.raises(ValueError, match=r"takes no keyword grading_mode.*verify_timeout_s"):
+        score(row, "math_with_judge", grading_mode="binary")
+    mcqa = {
+        "responses_create_params": {"input": [{"role": "user", "content": "2+2? A: 3 B: 4"}]},
+        "options": [{"A": "3"}, {"B": "4"}],
+        "expected_answer": "B",
+    }
+    assert score(answer_row(mcqa, "Answer: B"), "mcqa")["reward"] == 0.0  # NeMo Gym's default: strict boxed
+    assert score(answer_row(mcqa, "Answer: B"), "mcqa", grading_mode="lenient_answer_colon")["reward"] == 1.0
+    assert score(answer_row(mcqa, "\\boxed{{B}}"), "mcqa")["reward"] == 1.0
+    assert score(answer_row(mcqa, "so \\boxed{", "B}"), "mcqa")["reward"] == 1.0  # all output messages, joined
+
+
+def test_math_reads_all_output_messages_and_answers_without_boxed() -> None:
+    row = {"question": "1+1?", "expected_answer": "2", "responses_create_params": {"input": "1+1?"}}
+    assert score(answer_row(row, "The answer is 2."), "math_with_judge")["reward"] == 1.0
+    assert score(answer_row(row, "The answer is \\boxed{", "2}"), "polymath")["reward"] == 1.0
+    assert score(answer_row(row, "The answer is 3."), "math_with_judge")["reward"] == 0.0
+
+
+def test_math_with_code_rows_use_that_servers_boxed_text_rule() -> None:
+    row = {"expected_result": "\\(42\\)", "responses_create_params": {"input": "6*7?"}}
+    assert score(answer_row(row, "\\boxed{42.0}", "done"), "math_with_code")["reward"] == 1.0  # earlier message
+    assert score(answer_row(row, "\\boxed{\\frac{84}{2}}"), "math_with_code")["reward"] == 0.0  # no math-verify
+    tool = {"type": "function_call_output", "call_id": "c", "output": json.dumps({"stdout": "\\boxed{42}\n"})}
+    with_tool = answer_row(row, "done")
+    with_tool["response"]["output"].insert(0, tool)
+    assert score(with_tool, "math_with_code")["reward"] == 1.0  # found in the tool's stdout
+
+
+def test_instruction_rows_with_their_fields_under_verifier_metadata() -> None:
+    for top in rollouts("instruction_following"):
+        meta = {k: top[k] for k in ("instruction_id_list", "kwargs", "prompt")}
+        nested = {k: v for k, v in top.items() if k not in meta}
+        ours = score({**nested, "verifier_metadata": meta}, "instruction_following")
+        assert ours["reward"] == top["reward"]
+        assert ours["details"]["follow_instruction_list"] == top["follow_instruction_list"]

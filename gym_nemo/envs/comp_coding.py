@@ -11,7 +11,8 @@ Tool: ``execute_python(code, stdin="")`` runs code in a fresh sandbox process (n
 
 Final answer: a message with no tool call. Its last fenced python block is the program; each hidden test
 runs it once in the sandbox with the test's input on stdin (see ``gym_nemo.verifiers.stdio_tests`` for the
-comparison rules and result codes). Reward 1.0 iff all tests pass.
+comparison rules and result codes), up to ``parallel_tests`` tests at once on the local sandbox's pool (the
+per-test result list is the same as a sequential run's). Reward 1.0 iff all tests pass.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from gym_nemo.core.tools import Tool
 from gym_nemo.core.verdict import Verdict
 from gym_nemo.envs.datafiles import bundled_file
 from gym_nemo.envs.python_tool import SandboxEnv, format_exec_result
+from gym_nemo.sandbox import LocalSandbox, Sandbox
 from gym_nemo.verifiers.stdio_tests import VERIFIER_VERSION, parse_unit_tests, verify_stdio_tests
 
 SYSTEM_PROMPT = (
@@ -57,6 +59,8 @@ class CompCodingEnv(SandboxEnv):
     test, as NeMo Gym's code_gen, memory_mb, tool_output_chars; and :class:`TextEnv`'s):
         total_timeout_s: limit on one whole verification; tests not reached get ``-1``.
         float_tolerance: absolute/relative tolerance for float tokens in outputs; ``None`` for exact decimals.
+        parallel_tests: how many of one answer's hidden tests run at once (each on its own connection to the
+            local sandbox daemon; other backends run them one at a time); 1 = one after another.
     """
 
     verifier_name = "stdio_tests"
@@ -64,9 +68,20 @@ class CompCodingEnv(SandboxEnv):
     default_max_turns = 8
     default_system_prompt = SYSTEM_PROMPT
 
-    def __init__(self, *, total_timeout_s: float = 60.0, float_tolerance: float | None = 1e-6, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        total_timeout_s: float = 60.0,
+        float_tolerance: float | None = 1e-6,
+        parallel_tests: int = 4,
+        **kwargs: Any,
+    ) -> None:
+        if parallel_tests < 1:
+            raise ValueError(f"parallel_tests must be >= 1, got {parallel_tests}")
+        self.parallel_tests = parallel_tests
         self.total_timeout_s = total_timeout_s
         self.float_tolerance = float_tolerance
+        self._test_sandboxes: list[Sandbox] = []
         super().__init__(**kwargs)
 
     @classmethod
@@ -129,4 +144,17 @@ class CompCodingEnv(SandboxEnv):
             total_timeout_s=self.total_timeout_s,
             memory_mb=self.memory_mb,
             float_tolerance=self.float_tolerance,
+            extra_sandboxes=self._extra_sandboxes(),
         )
+
+    def _extra_sandboxes(self) -> list[Sandbox]:
+        """More connections to the local daemon, made on first use, for ``parallel_tests`` tests at once."""
+        if not self._test_sandboxes and self.parallel_tests > 1 and isinstance(self.sandbox, LocalSandbox):
+            self._test_sandboxes = [self.sandbox.another_connection() for _ in range(self.parallel_tests - 1)]
+        return self._test_sandboxes
+
+    def close(self) -> None:
+        for extra in self._test_sandboxes:
+            extra.close()
+        self._test_sandboxes = []
+        super().close()

@@ -4,7 +4,8 @@ Tasks: the IFBench test set (AllenAI; ``IFBench_test.jsonl`` as shipped in nvidi
 prompts: the 18 whose instructions need NLTK data no package ships (``words:start_verb``,
 ``ratio:stop_words``) are left out. Rows are NeMo Gym rows in its ``ifbench``/``instruction_following``
 format: the legacy top-level ``instruction_id_list``, ``kwargs``, ``prompt`` (and optionally ``id`` and
-``grading_mode``) beside ``responses_create_params``, so NeMo Gym's rows load as they are. IFEval's 25
+``grading_mode``) beside ``responses_create_params``, so NeMo Gym's rows load as they are; rows that put these
+fields under ``verifier_metadata`` load too (NeMo Gym 0.4.0's server rejects those rows with a 422). IFEval's 25
 instructions (lm-eval's checkers) and the IFEvalG extensions NeMo Gym's instruction_following data uses work
 in rows passed with ``data=`` or ``options={"task": row}``; no IFEval prompt set can be had offline.
 
@@ -61,6 +62,10 @@ def ifbench_rows() -> tuple[dict[str, Any], ...]:
     return tuple(rows)
 
 
+#: The row fields an instruction row needs, read at the top level or under ``verifier_metadata``.
+INSTRUCTION_FIELDS = ("instruction_id_list", "kwargs", "prompt", "id", "grading_mode")
+
+
 def _sample_key(prompt: str, ids: Sequence[str], kwargs: Sequence[Any]) -> str:
     return json.dumps([prompt, list(ids), list(kwargs)], sort_keys=True)
 
@@ -104,7 +109,12 @@ class InstructionFollowingEnv(TextEnv):
 
     @classmethod
     def row_to_task(cls, row: Mapping[str, Any], index: int) -> Task:
-        ids, kwargs = row.get("instruction_id_list"), row.get("kwargs")
+        fields: Mapping[str, Any] = row
+        meta = row.get("verifier_metadata")
+        if isinstance(meta, Mapping) and "instruction_id_list" not in row:
+            # The newer row format: the instruction fields under verifier_metadata (top-level ones win).
+            fields = {**{k: meta[k] for k in INSTRUCTION_FIELDS if k in meta}, **row}
+        ids, kwargs = fields.get("instruction_id_list"), fields.get("kwargs")
         if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
             raise ValueError(f"task row {index}: needs a non-empty 'instruction_id_list' of strings")
         if not isinstance(kwargs, list) or len(kwargs) != len(ids):
@@ -112,15 +122,15 @@ class InstructionFollowingEnv(TextEnv):
         missing = unavailable_instructions(ids)
         if missing:
             raise ValueError(f"task row {index}: instructions that cannot be checked here: {missing}")
-        mode = row.get("grading_mode", "binary")
+        mode = fields.get("grading_mode", "binary")
         if mode not in GRADING_MODES:
             raise ValueError(f"task row {index}: grading_mode must be one of {GRADING_MODES}, got {mode!r}")
         messages = input_messages(row)
-        prompt = row.get("prompt")
+        prompt = fields.get("prompt")
         if not isinstance(prompt, str):
             prompt = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
         return Task(
-            task_id=str(row.get("id", f"row-{index}")),
+            task_id=str(fields.get("id", f"row-{index}")),
             messages=tuple(messages),
             hidden={"instruction_id_list": list(ids), "kwargs": list(kwargs), "prompt": prompt, "grading_mode": mode},
             row=row,

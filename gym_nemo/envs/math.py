@@ -10,7 +10,10 @@ Tasks (``sources=``):
   products, GCD, LCM, GSM-symbolic word problems), generated offline with a fixed seed (Apache-2.0).
 
 Rows are NeMo Gym ``math_with_judge`` rows: ``responses_create_params.input`` holds the prompt (its
-template), ``question`` the problem, ``expected_answer`` the answer; NeMo Gym's own rows load as they are.
+template), ``question`` the problem, ``expected_answer`` the answer; NeMo Gym's own rows load as they are,
+polymath's (``weight``, ``language`` beside them) too. NeMo Gym ``math_with_code`` rows (``expected_result``
+instead of ``expected_answer``) are scored with that server's rule instead (``verify_boxed_result``: the last
+``\\boxed{}`` equals the result as text or as a float, no math-verify).
 
 Reward (:mod:`gym_nemo.verifiers.math`): 1.0 iff the response's last ``\\boxed{}`` is math-verify equivalent
 to the expected answer, exactly as NeMo Gym's math_with_judge scores it with the judge off; with
@@ -34,7 +37,13 @@ from gym_nemo.core.verdict import Verdict
 from gym_nemo.envs.datafiles import distribution_file
 from gym_nemo.envs.python_tool import PythonToolEnv
 from gym_nemo.verifiers.llm_judge import JudgeConfig, LLMJudge
-from gym_nemo.verifiers.math import DEFAULT_TIMEOUT_S, VERIFIER_VERSION, strip_math_delimiters, verify_math
+from gym_nemo.verifiers.math import (
+    DEFAULT_TIMEOUT_S,
+    VERIFIER_VERSION,
+    strip_math_delimiters,
+    verify_boxed_result,
+    verify_math,
+)
 
 #: NeMo Gym's math prompt template (its math_with_judge example rows use it).
 PROMPT_TEMPLATE = (
@@ -158,7 +167,9 @@ class MathEnv(TextEnv):
 
     @classmethod
     def row_to_task(cls, row: Mapping[str, Any], index: int) -> Task:
-        expected = row.get("expected_answer")
+        expected, rule = row.get("expected_answer"), "math_verify"
+        if expected is None and "expected_result" in row:  # a NeMo Gym math_with_code row
+            expected, rule = row["expected_result"], "math_with_code"
         if isinstance(expected, (int, float)) and not isinstance(expected, bool):
             expected = str(expected)
         if not isinstance(expected, str) or not expected.strip():
@@ -172,7 +183,7 @@ class MathEnv(TextEnv):
         return Task(
             task_id=task_id,
             messages=tuple(messages),
-            hidden={"expected_answer": expected, "question": question},
+            hidden={"expected_answer": expected, "question": question, "rule": rule},
             row=row,
             reference=cls.reference_answer(expected),
         )
@@ -183,6 +194,8 @@ class MathEnv(TextEnv):
         return f"The final answer is $\\boxed{{{strip_math_delimiters(expected)}}}$."
 
     def verify(self, task: Task, answer: str) -> Verdict:
+        if task.hidden.get("rule") == "math_with_code":
+            return verify_boxed_result(task.hidden["expected_answer"], answer)
         return verify_math(
             task.hidden["expected_answer"],
             answer,

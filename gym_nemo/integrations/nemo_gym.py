@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import importlib
+import inspect
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -23,6 +25,7 @@ from gym_nemo.core.env import TextEnv
 from gym_nemo.core.task import input_messages, read_jsonl
 from gym_nemo.core.tool_calls import parse_tool_calls
 from gym_nemo.rollout.records import EpisodeRecord
+from gym_nemo.verifiers.math import last_boxed
 
 #: NeMo Gym resource-server kind -> the gym_nemo env whose verifier scores it the same way.
 SERVER_ENVS: dict[str, str] = {
@@ -31,8 +34,33 @@ SERVER_ENVS: dict[str, str] = {
     "instruction_following": "nemo/InstructionFollowing-v0",
     "ifbench": "nemo/InstructionFollowing-v0",
     "math_with_judge": "nemo/Math-v0",  # its judge off (NeMo Gym's default rows); Math-v0's judge= turns ours on
+    "polymath": "nemo/Math-v0",  # math_with_judge's verify; weight and language only feed its metrics
+    "math_with_code": "nemo/MathTool-v0",  # rows with expected_result: that server's boxed-text rule
+    "mcqa": "nemo/MCQA-v0",
     "reasoning_gym": "nemo/ReasoningGym-v0",
 }
+
+
+def _message_texts(response: Mapping[str, Any]) -> list[str]:
+    """The text of each output message, in order (``output_text`` parts joined; a plain string content as is)."""
+    texts = []
+    for item in response.get("output") or []:
+        if not isinstance(item, Mapping) or item.get("type", "message") != "message":
+            continue
+        parts = item.get("content") or []
+        if isinstance(parts, str):
+            texts.append(parts)
+        else:
+            texts.append(
+                "".join(str(p.get("text") or "") for p in parts if p.get("type", "output_text") == "output_text")
+            )
+    return texts
+
+
+def output_text(response: Mapping[str, Any]) -> str:
+    """Every output message's text joined, the OpenAI SDK's ``Response.output_text``: what NeMo Gym's
+    math_with_judge, polymath, mcqa, code_gen, evalplus and reasoning_gym servers check."""
+    return "".join(_message_texts(response))
 
 
 def response_text(response: Mapping[str, Any]) -> str:
@@ -55,10 +83,31 @@ def last_output_text(response: Mapping[str, Any]) -> str:
     return ""
 
 
-#: Servers that read the answer differently from :func:`response_text`.
+def math_with_code_text(response: Mapping[str, Any]) -> str:
+    """The text NeMo Gym's math_with_code server reads its ``\\boxed{}`` answer from: the last output message
+    that has one, else the last tool output (its JSON ``stdout``, or the raw output) that has one, else all
+    the text (what a Math-v0-style row on the same env is checked against)."""
+    for text in reversed(_message_texts(response)):
+        if (last_boxed(text) or "").strip():
+            return text
+    for item in reversed(response.get("output") or []):
+        if isinstance(item, Mapping) and item.get("type") == "function_call_output":
+            text = str(item.get("output") or "")
+            try:
+                decoded = json.loads(text)
+                text = str(decoded.get("stdout", "")) if isinstance(decoded, Mapping) else text
+            except json.JSONDecodeError:
+                pass
+            if (last_boxed(text) or "").strip():
+                return text
+    return output_text(response)  # no \boxed{} anywhere: scores 0 for math_with_code rows, as NeMo Gym's None
+
+
+#: The text each server checks (:func:`output_text` unless named here).
 SERVER_TEXT: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "instruction_following": last_output_text,
     "ifbench": last_output_text,
+    "math_with_code": math_with_code_text,
 }
 
 
@@ -67,11 +116,27 @@ def _scoring_env(env_id: str, env_kwargs: str) -> TextEnv:
     return gym.make(env_id, **json.loads(env_kwargs)).unwrapped  # type: ignore[return-value]
 
 
-def score(row: Mapping[str, Any], server: str, **env_kwargs: Any) -> dict[str, Any]:
-    """Re-score a NeMo Gym rollout row (task fields + ``response``) with our verifier for ``server``.
+@functools.cache
+def env_keywords(env_id: str) -> frozenset[str]:
+    """The keyword arguments ``env_id``'s class (and its bases) names in ``__init__``."""
+    module, _, name = str(gym.spec(env_id).entry_point).partition(":")
+    cls = getattr(importlib.import_module(module), name)
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if "__init__" in vars(klass):
+            for param in inspect.signature(vars(klass)["__init__"]).parameters.values():
+                if param.name != "self" and param.kind not in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
+                    names.add(param.name)
+    return frozenset(names)
 
-    ``env_kwargs`` go to the env that verifies (e.g. ``verify_timeout_s=60`` to re-score a slow check on a slow
-    machine). Returns ``{"reward", "passed", "fraction", "reason", "details", "infra_error", "verifier"}``.
+
+def score(row: Mapping[str, Any], server: str, **env_kwargs: Any) -> dict[str, Any]:
+    """Re-score a NeMo Gym rollout row (task fields + ``response``) with our verifier for ``server``, reading
+    the response's text the way that server does (``SERVER_TEXT``).
+
+    ``env_kwargs`` go to the env that verifies (any keyword its class takes, e.g. ``verify_timeout_s=60`` to
+    re-score a slow check on a slow machine, ``grading_mode=`` for mcqa); another is a ``ValueError``. Returns
+    ``{"reward", "passed", "fraction", "reason", "details", "infra_error", "verifier"}``.
 
     Examples:
         An ``evalplus`` rollout row (task fields and the model's ``response``), scored by CodeExec's verifier:
@@ -92,11 +157,17 @@ def score(row: Mapping[str, Any], server: str, **env_kwargs: Any) -> dict[str, A
         env_id = SERVER_ENVS[server]
     except KeyError:
         raise ValueError(f"no gym_nemo verifier for NeMo Gym server {server!r}; known: {sorted(SERVER_ENVS)}") from None
+    unknown = sorted(set(env_kwargs) - env_keywords(env_id))
+    if unknown:
+        raise ValueError(
+            f"{env_id} (NeMo Gym {server!r}) takes no keyword {', '.join(unknown)}; "
+            f"it takes: {', '.join(sorted(env_keywords(env_id)))}"
+        )
     if "response" not in row:
         raise ValueError("a rollout row needs 'response' (the Responses API object the model produced)")
     env = _scoring_env(env_id, json.dumps(env_kwargs, sort_keys=True))
     task = env.row_to_task(row, 0)
-    verdict = env.verify(task, SERVER_TEXT.get(server, response_text)(row["response"]))
+    verdict = env.verify(task, SERVER_TEXT.get(server, output_text)(row["response"]))
     return {**verdict.to_dict(), "verifier": f"{env.verifier_name}@{env.verifier_version}"}
 
 

@@ -15,6 +15,7 @@ Use the docker backend for an image with numpy and friends.
 
 from __future__ import annotations
 
+import copy
 import fcntl
 import hashlib
 import json
@@ -107,6 +108,13 @@ class LocalSandbox(ForkServerBackend):
         self._client: ForkServerClient | None = None
         self._pid = os.getpid()
         self._info: dict[str, Any] | None = None
+
+    def another_connection(self) -> LocalSandbox:
+        """A sandbox like this one with its own connection to the same daemon: one connection carries one
+        request at a time, so concurrent runs (e.g. one program's tests at once) need one each."""
+        other = copy.copy(self)
+        other._client, other._info = None, self._info
+        return other
 
     # -- daemon management
     def _key(self) -> str:

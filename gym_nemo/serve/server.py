@@ -52,7 +52,7 @@ from fastapi.responses import JSONResponse, Response
 from gymnasium.error import ResetNeeded
 
 import gym_nemo
-from gym_nemo.integrations.nemo_gym import SERVER_ENVS, SERVER_TEXT, response_text
+from gym_nemo.integrations.nemo_gym import SERVER_ENVS, SERVER_TEXT, output_text
 from gym_nemo.rollout.records import to_jsonable
 
 #: Cookie that carries the session id of NeMo Gym-style clients (``/seed_session`` sets it).
@@ -154,8 +154,8 @@ class EnvServer:
         self.pending = 0
         self.stats = _Stats()
         self.closing = False
-        self._text = next((SERVER_TEXT.get(s, response_text) for s, e in SERVER_ENVS.items() if e == config.env_id),
-                          response_text)  # fmt: skip
+        self._text = next((SERVER_TEXT.get(s, output_text) for s, e in SERVER_ENVS.items() if e == config.env_id),
+                          output_text)  # fmt: skip
         self.verifier = self.factory.make()  # scores /verify rows that come without a session
 
     # ------------------------------------------------------------------ env calls

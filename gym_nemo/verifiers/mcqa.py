@@ -1,7 +1,22 @@
 """Multiple-choice answers: extract the chosen letter from free text, reward 1.0 iff it is the right one.
 
-:func:`extract_choice` tries these rules in order and uses the first that yields exactly one allowed letter
-(within a rule, the last occurrence in the text wins, since models restate options before concluding):
+:func:`verify_choice` grades in one of NeMo Gym's mcqa grading modes, with its semantics, or in gym_nemo's own
+``any_format`` mode (:func:`extract_choice`, the default of the bundled MMLU rows):
+
+* ``strict_single_letter_boxed`` (NeMo Gym's default): the first ``\\boxed{...}`` holding one uppercase letter,
+  with only non-letters around it (``\\boxed{B}``, ``\\boxed{(B)}``, ``\\boxed{{B}}``); a letter that is not an
+  option gives no answer.
+* ``lenient_boxed``: as strict, else the one option whose text appears in the first ``\\boxed{...}``.
+* ``lenient_answer_colon``: the rest of the line after the first "answer:" is one option letter or exactly one
+  option's text (``\\text{}`` wrappers, case and whitespace ignored).
+* ``lenient_answer_colon_md``: the first "Answer: X" allowing markdown emphasis around "Answer".
+
+A row's ``template_metadata.output_regex`` (a pattern or a list) comes first in every mode but ``any_format``:
+the last match of the first pattern that yields an answer, case-insensitive; a captured single letter counts
+even when it is not an option (NeMo Gym trusts the template), else it must equal one option's text.
+
+:func:`extract_choice` (``any_format``) tries these rules in order and uses the first that yields exactly one
+allowed letter (within a rule, the last occurrence in the text wins, since models restate options before concluding):
 
 1. ``boxed``: ``\\boxed{C}``, also ``\\boxed{\\text{C}}``, ``\\boxed{(C)}``, ``\\boxed{C. option text}``.
 2. ``answer_phrase``: "Answer: C", "**Final answer:** (C)", "The answer is C", "the correct option is C";
@@ -24,7 +39,7 @@ from typing import Any
 
 from gym_nemo.core.verdict import Verdict
 
-VERIFIER_VERSION = "1"
+VERIFIER_VERSION = "2"  # 2: NeMo Gym's grading modes and output_regex; \\boxed{{B}}
 
 _BOXED = re.compile(r"\\boxed\{((?:[^{}]|\{[^{}]*\})*)\}")
 # Linear time on any input: keywords are found first; what follows one is read from a short window with
@@ -52,7 +67,7 @@ def _normalise(text: str) -> str:
 def _strip_text_wrappers(text: str) -> str:
     text = text.strip()
     for _ in range(4):
-        match = re.fullmatch(r"\\(?:text|textbf|mathrm)\{(.*)\}", text, re.DOTALL)
+        match = re.fullmatch(r"(?:\\(?:text|textbf|mathrm))?\{(.*)\}", text, re.DOTALL)
         if not match:
             return text
         text = match.group(1).strip()
@@ -106,15 +121,139 @@ def extract_choice(
     return None, None
 
 
-def verify_choice(expected: str, response: str, options: Mapping[str, str]) -> Verdict:
-    """Reward 1.0 iff the letter extracted from ``response`` is ``expected``; ``options`` maps letter -> text."""
-    letters = sorted(options) or list("ABCD")
-    letter, rule = extract_choice(response, letters, options)
-    details: dict[str, Any] = {"expected_answer": expected, "extracted_answer": letter, "rule": rule}
+# ---------------------------------------------------------------------------- NeMo Gym's grading modes
+NEMO_GYM_MODES = ("strict_single_letter_boxed", "lenient_boxed", "lenient_answer_colon", "lenient_answer_colon_md")
+GRADING_MODES = (*NEMO_GYM_MODES, "any_format")
+DEFAULT_GRADING_MODE = "strict_single_letter_boxed"  # NeMo Gym's, for rows that name none
+
+_STRICT_BOXED = re.compile(r"\\boxed\{\s*[^A-Za-z]*([A-Z])[^A-Za-z]*\s*\}")
+_FIRST_BOXED = re.compile(r"\\boxed\{\s*(.*?)\s*\}", re.DOTALL)
+_TEXT_WRAPPER = re.compile(r"\\text\{\s*(.*?)\s*\}", re.DOTALL)
+_ANSWER_COLON = re.compile(r"(?i)answer\s*:\s*(.+)")
+_ANSWER_COLON_MD = re.compile(r"(?i)[*_]{0,2}Answer[*_]{0,2}\s*:[*_\s]{0,2}\s*([A-Z])(?![a-zA-Z0-9])")
+# Letters in other scripts that templates' regexes may capture, read as A-D.
+_FOREIGN_LETTERS = str.maketrans(
+    {c: f" {letter}" for chars, letter in (("أঅＡ", "A"), ("বبＢ", "B"), ("جডＣ", "C"), ("دঢＤ", "D")) for c in chars}
+)
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def _unwrap_text(text: str) -> str:
+    while (match := _TEXT_WRAPPER.fullmatch(text)) is not None:
+        text = match.group(1)
+    return text
+
+
+def _strict_boxed(text: str, letters: Sequence[str]) -> str | None:
+    match = _STRICT_BOXED.search(text)
+    return match.group(1) if match and match.group(1) in letters else None
+
+
+def _option_in_boxed(text: str, options: Mapping[str, str]) -> str | None:
+    match = _FIRST_BOXED.search(text)
+    if not match:
+        return None
+    candidates = {_norm(match.group(1)), _norm(_unwrap_text(match.group(1)))}
+    found = {k for k, v in options.items() if _norm(v) and any(_norm(v) in c for c in candidates)}
+    return found.pop() if len(found) == 1 else None
+
+
+def _answer_colon(text: str, letters: Sequence[str], options: Mapping[str, str]) -> str | None:
+    match = _ANSWER_COLON.search(text)
+    if not match:
+        return None
+    candidate = _unwrap_text(match.group(1)).strip()
+    if len(candidate) == 1 and candidate.isalpha() and candidate.upper() in letters:
+        return candidate.upper()
+    return next((k for k, v in options.items() if _norm(v) == _norm(candidate)), None)
+
+
+def _answer_colon_md(text: str, letters: Sequence[str]) -> str | None:
+    match = _ANSWER_COLON_MD.search(text)
+    return match.group(1).upper() if match and match.group(1).upper() in letters else None
+
+
+def _template_regex(text: str, patterns: str | Sequence[str], options: Mapping[str, str]) -> str | None:
+    for pattern in [patterns] if isinstance(patterns, str) else patterns:
+        try:
+            matches = re.findall(pattern, text, re.IGNORECASE)
+        except re.error:
+            continue
+        if not matches:
+            continue
+        last = matches[-1] if isinstance(matches[-1], str) else next((g for g in matches[-1] if g), "")
+        captured = last.strip().translate(_FOREIGN_LETTERS).strip().upper()
+        if len(captured) == 1 and captured.isalpha():
+            return captured
+        letter = next((k for k, v in options.items() if _norm(v) == _norm(captured)), None)
+        if letter is not None:
+            return letter
+    return None
+
+
+def grade_choice(
+    text: str,
+    options: Mapping[str, str],
+    grading_mode: str = DEFAULT_GRADING_MODE,
+    output_regex: str | Sequence[str] | None = None,
+) -> tuple[str | None, str | None]:
+    """``(letter, rule)`` read from ``text`` in ``grading_mode`` (see the module docstring), ``output_regex`` first."""
+    if grading_mode not in GRADING_MODES:
+        raise ValueError(f"grading_mode must be one of {GRADING_MODES}, got {grading_mode!r}")
+    letters = sorted(options)
+    if grading_mode == "any_format":
+        return extract_choice(text, letters, options)
+    text = text.strip()
+    if not text:
+        return None, None
+    if output_regex:
+        letter = _template_regex(text, output_regex, options)
+        if letter is not None:
+            return letter, "output_regex"
+    if grading_mode == "lenient_answer_colon":
+        letter = _answer_colon(text, letters, options)
+    elif grading_mode == "lenient_answer_colon_md":
+        letter = _answer_colon_md(text, letters)
+    else:
+        letter = _strict_boxed(text, letters)
+        if letter is None and grading_mode == "lenient_boxed":
+            letter = _option_in_boxed(text, options)
+    return letter, (grading_mode if letter is not None else None)
+
+
+_HOW = {
+    "any_format": "end your response with a line 'Answer: X'",
+    "strict_single_letter_boxed": "put only the letter in \\boxed{X}",
+    "lenient_boxed": "put the letter in \\boxed{X}",
+    "lenient_answer_colon": "end with a line 'Answer: X'",
+    "lenient_answer_colon_md": "end with a line 'Answer: X'",
+}
+
+
+def verify_choice(
+    expected: str,
+    response: str,
+    options: Mapping[str, str],
+    *,
+    grading_mode: str = "any_format",
+    output_regex: str | Sequence[str] | None = None,
+) -> Verdict:
+    """Reward 1.0 iff the letter read from ``response`` in ``grading_mode`` is ``expected``; ``options`` maps
+    letter -> text."""
+    options = options or {letter: "" for letter in "ABCD"}
+    letters = sorted(options)
+    letter, rule = grade_choice(response, options, grading_mode, output_regex)
+    details: dict[str, Any] = {
+        "expected_answer": expected,
+        "extracted_answer": letter,
+        "rule": rule,
+        "grading_mode": grading_mode,
+    }
     if letter is None:
-        reason = (
-            f"no answer letter found; end your response with a line 'Answer: X', where X is one of {', '.join(letters)}"
-        )
+        reason = f"no answer letter found; {_HOW[grading_mode]}, where X is one of {', '.join(letters)}"
         return Verdict(reward=0.0, passed=False, reason=reason, details=details)
     if letter == expected.strip().upper():
         return Verdict(reward=1.0, passed=True, reason=f"correct ({letter})", details=details)

@@ -14,6 +14,11 @@ either token is written as a float (has ``.`` or an exponent), when the absolute
 most ``float_tolerance`` (default 1e-6, as NeMo Gym's current code_gen server; ``None`` = exact decimals,
 LiveCodeBench's original rule). Integers never get a tolerance.
 
+With ``extra_sandboxes`` (more connections to the same sandbox pool), the tests of one verification run
+concurrently, each started with what is left of ``total_timeout_s`` when it starts; the results are read in
+test order and stop at the first failure, so ``result`` is the same list as a sequential run's (tests after a
+failure may have run, and are ignored).
+
 Differences from LiveCodeBench's in-process harness, on purpose: the program runs as a real process (real
 stdin, ``__name__ == "__main__"``), so ``sys.exit(1)`` or an uncaught exception is a runtime error rather than
 being swallowed.
@@ -23,9 +28,11 @@ from __future__ import annotations
 
 import base64
 import json
+import queue
 import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -137,6 +144,48 @@ def _classify(run: ExecResult, expected: str, tolerance: float | None) -> tuple[
     return (PASSED, "") if ok else (WRONG_ANSWER, why)
 
 
+def _run_tests(
+    sandboxes: Sequence[Sandbox],
+    solution: str,
+    inputs: Sequence[str],
+    timeout_s: float,
+    total_timeout_s: float,
+    memory_mb: int | None,
+    started: float,
+) -> Iterator[tuple[ExecResult | None, float]]:
+    """``(run, seconds that were left when it started)`` per test, in order; ``None`` where no time was left.
+    One sandbox: one test at a time, started only when asked for. More: up to one test per sandbox at once."""
+
+    def run_one(stdin: str, box: Sandbox) -> tuple[ExecResult | None, float]:
+        left = total_timeout_s - (time.monotonic() - started)
+        if left <= 0.05:
+            return None, left
+        return box.run(solution, stdin=stdin, timeout=min(timeout_s, left), memory_mb=memory_mb), left
+
+    if len(sandboxes) == 1:
+        for stdin in inputs:
+            yield run_one(stdin, sandboxes[0])
+        return
+    free: queue.SimpleQueue[Sandbox] = queue.SimpleQueue()
+    for box in sandboxes:
+        free.put(box)
+
+    def on_a_free_sandbox(stdin: str) -> tuple[ExecResult | None, float]:
+        box = free.get()
+        try:
+            return run_one(stdin, box)
+        finally:
+            free.put(box)
+
+    pool = ThreadPoolExecutor(max_workers=len(sandboxes), thread_name_prefix="stdio-tests")
+    try:
+        futures = [pool.submit(on_a_free_sandbox, stdin) for stdin in inputs]
+        for future in futures:
+            yield future.result()
+    finally:  # stop at the first failure: tests not started yet never start
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def verify_stdio_tests(
     sandbox: Sandbox,
     *,
@@ -146,12 +195,14 @@ def verify_stdio_tests(
     total_timeout_s: float = 60.0,
     memory_mb: int | None = None,
     float_tolerance: float | None = 1e-6,
+    extra_sandboxes: Sequence[Sandbox] = (),
 ) -> Verdict:
     """Run ``solution`` (a Python program reading stdin) on each hidden test; reward 1.0 iff all pass.
 
     ``timeout_s`` bounds each test; ``total_timeout_s`` bounds the whole verification (tests left when it
     runs out get ``-1``, as LiveCodeBench's global timeout). ``details``: ``result`` (the per-test list, see
     the module docstring), ``num_tests``, ``passed``, and ``metadata`` about the first failure.
+    ``extra_sandboxes``: run up to ``1 + len(extra_sandboxes)`` tests at once (same results, in less time).
     """
     total = len(tests)
     if solution is None or not solution.strip():
@@ -161,29 +212,34 @@ def verify_stdio_tests(
     started = time.monotonic()
     result: list[bool | int] = []
     metadata: dict[str, Any] = {}
-    for index, (stdin, expected) in enumerate(zip(tests.inputs, tests.outputs, strict=True)):
-        left = total_timeout_s - (time.monotonic() - started)
-        if left <= 0.05:
-            result.append(GLOBAL_TIMEOUT)
-            metadata = {"test": index, "error_code": GLOBAL_TIMEOUT, "error_message": "global timeout"}
-            break
-        run = sandbox.run(solution, stdin=stdin, timeout=min(timeout_s, left), memory_mb=memory_mb)
-        if run.infra_error is not None:
-            return Verdict.infra_failure(run.infra_error)
-        code, why = _classify(run, expected, float_tolerance)
-        if code is TIME_LIMIT and timeout_s > left:  # cut short by the global budget, not the per-test limit
-            code, why = GLOBAL_TIMEOUT, "global timeout"
-        result.append(code)
-        if code is not PASSED:
-            metadata = {
-                "test": index,
-                "error_code": code,
-                "error_message": why,
-                "inputs": _cut(stdin, 300),
-                "expected": _cut(expected, 300),
-                "output": _cut(run.stdout, 300),
-            }
-            break
+    runs = _run_tests(
+        [sandbox, *extra_sandboxes], solution, tests.inputs, timeout_s, total_timeout_s, memory_mb, started
+    )
+    try:
+        for index, (stdin, expected) in enumerate(zip(tests.inputs, tests.outputs, strict=True)):
+            run, left = next(runs)
+            if run is None:
+                result.append(GLOBAL_TIMEOUT)
+                metadata = {"test": index, "error_code": GLOBAL_TIMEOUT, "error_message": "global timeout"}
+                break
+            if run.infra_error is not None:
+                return Verdict.infra_failure(run.infra_error)
+            code, why = _classify(run, expected, float_tolerance)
+            if code is TIME_LIMIT and timeout_s > left:  # cut short by the global budget, not the per-test limit
+                code, why = GLOBAL_TIMEOUT, "global timeout"
+            result.append(code)
+            if code is not PASSED:
+                metadata = {
+                    "test": index,
+                    "error_code": code,
+                    "error_message": why,
+                    "inputs": _cut(stdin, 300),
+                    "expected": _cut(expected, 300),
+                    "output": _cut(run.stdout, 300),
+                }
+                break
+    finally:
+        runs.close()
     passed = sum(r is True for r in result)
     ok = passed == total
     reason = f"{passed}/{total} tests passed" + ("" if ok else f"; test {len(result)}: {metadata['error_message']}")
