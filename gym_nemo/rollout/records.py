@@ -27,7 +27,10 @@ def to_jsonable(value: Any) -> Any:
 
 
 #: Optional token-level fields of a record (see ``EpisodeRecord``).
-TOKEN_FIELDS = ("prompt_ids", "completion_ids", "completion_mask", "completion_logprobs", "finish_reasons", "group")
+TOKEN_FIELDS = (
+    "prompt_ids", "completion_ids", "completion_mask", "completion_logprobs", "finish_reasons", "group", "segments",
+    "breaks",
+)  # fmt: skip
 
 
 @dataclass
@@ -63,6 +66,11 @@ class EpisodeRecord:
     completion_logprobs: list[float] | None = None
     finish_reasons: list[str] | None = None
     group: int | None = None
+    # Agent-workflow episodes (gym_nemo.agents.trajectory): every token-exact segment of the run (each with
+    # the token fields above and the indices of its calls; the top-level token fields are the last one's)
+    # and every break between segments (its call, kind and why), so nothing is dropped silently.
+    segments: list[dict[str, Any]] | None = None
+    breaks: list[dict[str, Any]] | None = None
 
     def to_row(self) -> dict[str, Any]:
         """The task row's own fields, then every record field (token fields only when set)."""
