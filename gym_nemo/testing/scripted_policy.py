@@ -28,10 +28,10 @@ def tool_call_text(name: str, arguments: dict[str, Any]) -> str:
 def calculator_reply(prompt: str, *, think: bool = False) -> str:
     """Call ``calculate`` on the last question's expression; after a tool response, state the result."""
     turn = prompt.rsplit("<|im_start|>", 2)[-2] if prompt.count("<|im_start|>") >= 2 else prompt
-    thought = "<think>\nI should use the tool.\n</think>\n" if think else ""
+    thought = "<think>\nI should use the tool.\n</think>" if think else ""
     if "<tool_response>" in turn:
         result = turn.split("<tool_response>\n")[-1].split("\n</tool_response>")[0]
-        return f"{thought}The answer is {result}."
+        return f"{thought}{chr(10) if think else ''}The answer is {result}."
     questions = re.findall(r"What is (.+?)\?", prompt)
     return thought + tool_call_text("calculate", {"expression": questions[-1] if questions else "0"})
 
