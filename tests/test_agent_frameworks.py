@@ -16,14 +16,14 @@ pytest.importorskip("langgraph")
 pytest.importorskip("langchain_openai")
 pytest.importorskip("agents")
 
-import gymnasium as gym  # noqa: E402
-import torch  # noqa: E402
+import gymnasium as gym
+import torch
 
-from gym_nemo.agents import Gateway, PolicyBackend, build_trajectory  # noqa: E402
-from gym_nemo.agents.workflows import CALCULATOR_ROWS, resolve_workflow, run_workflow  # noqa: E402
-from gym_nemo.testing.agent_workflows import langgraph_workflow, openai_agents_workflow  # noqa: E402
-from gym_nemo.testing.scripted_policy import ScriptedChatPolicy, tool_call_text  # noqa: E402
-from gym_nemo.testing.tiny_model import build_tokenizer  # noqa: E402
+from gym_nemo.agents import Gateway, PolicyBackend, build_trajectory
+from gym_nemo.agents.workflows import CALCULATOR_ROWS, resolve_workflow, run_workflow
+from gym_nemo.testing.agent_workflows import langgraph_workflow, openai_agents_workflow
+from gym_nemo.testing.scripted_policy import ScriptedChatPolicy, tool_call_text
+from gym_nemo.testing.tiny_model import build_tokenizer
 
 WORKFLOWS = {
     "langgraph": langgraph_workflow,
@@ -63,14 +63,18 @@ def run_service():
 def assert_token_exact(record, calls, tokenizer) -> None:
     """Every completion's ids are in its segment verbatim as policy tokens, every segment's ids decode to the
     chat its last call rendered (the template on its messages and tools, then the completion)."""
-    assert sum(len(s["calls"]) for s in record.segments) + sum(b["kind"] == "retry" for b in record.breaks) == len(calls)
+    assert sum(len(s["calls"]) for s in record.segments) + sum(b["kind"] == "retry" for b in record.breaks) == len(
+        calls
+    )
     for segment in record.segments:
         ids = segment["prompt_ids"] + segment["completion_ids"]
         assert len(segment["completion_mask"]) == len(segment["completion_ids"]) == len(segment["completion_logprobs"])
         for index in segment["calls"]:
             call = calls[index]
             start = len(call.prompt_ids)
-            assert ids[:start] == call.prompt_ids and ids[start : start + len(call.completion_ids)] == call.completion_ids
+            assert (
+                ids[:start] == call.prompt_ids and ids[start : start + len(call.completion_ids)] == call.completion_ids
+            )
             offset = start - len(segment["prompt_ids"])
             assert set(segment["completion_mask"][offset : offset + len(call.completion_ids)]) == {1}
             assert segment["completion_logprobs"][offset : offset + len(call.completion_ids)] == call.logprobs
@@ -89,7 +93,10 @@ def test_framework_with_the_scripted_tool_policy(scripted_gateway: Gateway, name
     assert run_workflow(WORKFLOWS[name], row, run.base_url) == 1.0
     assert [c.finish_reason for c in run.calls] == ["tool_calls", "stop"]
     assert run.calls[0].request["tools"][0]["function"]["name"] == "calculate"
-    assert run.calls[1].request["messages"][-1]["role"] == "tool" and run.calls[1].request["messages"][-1]["content"] == "1000"
+    assert (
+        run.calls[1].request["messages"][-1]["role"] == "tool"
+        and run.calls[1].request["messages"][-1]["content"] == "1000"
+    )
     record = build_trajectory(run.calls, reward=1.0, task_row=row)
     assert len(record.segments) == 1 and record.breaks == []  # the framework's history re-renders to the same ids
     assert_token_exact(record, run.calls, scripted_gateway.backend.tokenizer)
@@ -106,7 +113,9 @@ def test_framework_with_the_tiny_model_keeps_the_token_invariant(tiny_gateway: G
     ids = torch.tensor([record.prompt_ids + record.completion_ids])
     with torch.no_grad():
         logits = policy.model(ids).logits[0, :-1].float()
-    forced = torch.log_softmax(logits, -1).gather(-1, ids[0, 1:].unsqueeze(-1)).squeeze(-1)[len(record.prompt_ids) - 1 :]
+    forced = (
+        torch.log_softmax(logits, -1).gather(-1, ids[0, 1:].unsqueeze(-1)).squeeze(-1)[len(record.prompt_ids) - 1 :]
+    )
     mask = torch.tensor(record.completion_mask, dtype=torch.bool)
     assert torch.allclose(forced[mask], torch.tensor(record.completion_logprobs)[mask], atol=1e-3)
 
@@ -128,7 +137,9 @@ def test_workflow_env_over_the_run_service_and_langgraph_in_process(run_service)
         env = gym.make("nemo/AgentWorkflow-v0", workflow=workflow)
         obs, info = env.reset(options={"task_id": "calc-1"})
         assert "(144 / 12) + 7" in obs and info["tools"][0]["function"]["name"] == "calculate"
-        obs, reward, terminated, truncated, info = env.step(tool_call_text("calculate", {"expression": "(144 / 12) + 7"}))
+        obs, reward, terminated, truncated, info = env.step(
+            tool_call_text("calculate", {"expression": "(144 / 12) + 7"})
+        )
         assert obs == "19" and not (terminated or truncated)
         obs, reward, terminated, truncated, info = env.step("It is 19.")
         assert (reward, terminated, truncated) == (1.0, True, False), info

@@ -12,11 +12,11 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("transformers")
 
-from gym_nemo.agents import Gateway, PolicyBackend, UpstreamBackend, build_trajectory  # noqa: E402
-from gym_nemo.agents.workflows import CALCULATOR_ROWS, CALCULATOR_TOOL, calculator_workflow  # noqa: E402
-from gym_nemo.testing.scripted_policy import SCRIPTED_LOGPROB, ScriptedChatPolicy  # noqa: E402
-from gym_nemo.testing.tiny_model import build_tokenizer  # noqa: E402
-from tests.agent_helpers import sse_events, start_upstream  # noqa: E402
+from gym_nemo.agents import Gateway, PolicyBackend, UpstreamBackend, build_trajectory
+from gym_nemo.agents.workflows import CALCULATOR_ROWS, CALCULATOR_TOOL, calculator_workflow
+from gym_nemo.testing.scripted_policy import SCRIPTED_LOGPROB, ScriptedChatPolicy
+from gym_nemo.testing.tiny_model import build_tokenizer
+from tests.agent_helpers import sse_events, start_upstream
 
 QUESTION = [{"role": "user", "content": "What is 6 * 7?"}]
 
@@ -100,11 +100,17 @@ def test_completions_endpoint_with_text_and_ids(gateway: Gateway, tokenizer) -> 
         (json.dumps({"messages": QUESTION, "n": 3}).encode(), 400, "invalid_request"),
         (json.dumps({"messages": QUESTION, "temperature": "hot"}).encode(), 400, "invalid_request"),
         (json.dumps({"messages": QUESTION, "max_tokens": 0}).encode(), 400, "invalid_request"),
-        (json.dumps({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}).encode(), 400, "invalid_request"),
+        (
+            json.dumps({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}).encode(),
+            400,
+            "invalid_request",
+        ),
         (b"x" * (10 * 1024 * 1024), 413, "body_too_large"),
     ],
 )
-def test_malformed_requests_get_openai_errors_and_the_run_goes_on(gateway: Gateway, body: bytes, status: int, code: str) -> None:
+def test_malformed_requests_get_openai_errors_and_the_run_goes_on(
+    gateway: Gateway, body: bytes, status: int, code: str
+) -> None:
     run = gateway.open_run()
     reply = httpx.post(f"{run.base_url}/chat/completions", content=body, headers={"Content-Type": "application/json"})
     assert reply.status_code == status
@@ -151,7 +157,9 @@ def test_upstream_backend_captures_ids_and_survives_a_killed_upstream(gateway: G
             assert [c.finish_reason for c in run.calls] == ["tool_calls", "stop"]
             assert all(c.prompt_ids and c.completion_ids and c.logprobs for c in run.calls)
             assert len(record.segments) == 1 and record.breaks == []
-            streamed = sse_events(httpx.post(f"{run.base_url}/chat/completions", json={"messages": QUESTION, "stream": True}).text)
+            streamed = sse_events(
+                httpx.post(f"{run.base_url}/chat/completions", json={"messages": QUESTION, "stream": True}).text
+            )
             assert streamed[-2]["choices"][0]["token_ids"] == run.calls[-1].completion_ids
             proc.kill()
             proc.wait(10)

@@ -56,13 +56,15 @@ def test_interleaved_sub_agents_are_two_segments_and_one_branch() -> None:
 
 
 def test_retries_are_deduplicated_and_said() -> None:
-    calls = [call(0, [1, 2], [3], [USER]), call(1, [1, 2], [4, 4], [USER]), call(2, [1, 2, 4, 4, 5], [6], [USER, ASSISTANT, TOOL])]
+    calls = [
+        call(0, [1, 2], [3], [USER]),
+        call(1, [1, 2], [4, 4], [USER]),
+        call(2, [1, 2, 4, 4, 5], [6], [USER, ASSISTANT, TOOL]),
+    ]
     segments, breaks = build_segments(calls)
     assert len(segments) == 1 and segments[0]["completion_ids"] == [4, 4, 5, 6]
     assert segments[0]["completion_mask"] == [1, 1, 0, 1] and segments[0]["calls"] == [1, 2]
-    assert breaks == [
-        {"call": 1, "kind": "retry", "of_call": 0, "deduplicated": True, "detail": breaks[0]["detail"]}
-    ]
+    assert breaks == [{"call": 1, "kind": "retry", "of_call": 0, "deduplicated": True, "detail": breaks[0]["detail"]}]
 
 
 def test_retokenized_and_rewritten_histories_are_classified() -> None:

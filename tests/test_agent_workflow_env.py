@@ -18,11 +18,11 @@ from gymnasium.utils.env_checker import check_env
 
 pytest.importorskip("fastapi")
 
-import gym_nemo  # noqa: E402
-from gym_nemo.agents import AgentWorkflowEnv  # noqa: E402
-from gym_nemo.agents.workflows import CALCULATOR_ROWS, calculator_workflow  # noqa: E402
-from gym_nemo.testing.scripted_policy import tool_call_text  # noqa: E402
-from tests.agent_helpers import CalculatorTextPolicy  # noqa: E402
+import gym_nemo
+from gym_nemo.agents import AgentWorkflowEnv
+from gym_nemo.agents.workflows import CALCULATOR_ROWS
+from gym_nemo.testing.scripted_policy import tool_call_text
+from tests.agent_helpers import CalculatorTextPolicy
 
 ROW = CALCULATOR_ROWS[0]  # 17 * 23 = 391
 
@@ -72,7 +72,9 @@ def test_concurrent_requests_are_served_one_per_step() -> None:
 
         def sub_agent(i: int) -> None:
             body = {"messages": [{"role": "user", "content": f"sub-task {i}"}]}
-            answers[i] = httpx.post(f"{base_url}/chat/completions", json=body, timeout=30).json()["choices"][0]["message"]["content"]
+            answers[i] = httpx.post(f"{base_url}/chat/completions", json=body, timeout=30).json()["choices"][0][
+                "message"
+            ]["content"]
 
         threads = [threading.Thread(target=sub_agent, args=(i,)) for i in range(3)]
         for t in threads:
@@ -132,12 +134,14 @@ def test_a_workflow_that_hangs_times_out_and_its_agent_is_released() -> None:
     def slow(row, base_url):
         httpx.post(f"{base_url}/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
         time.sleep(1.5)
-        outcome["late"] = httpx.post(f"{base_url}/chat/completions", json={"messages": [{"role": "user", "content": "again"}]}).status_code
+        outcome["late"] = httpx.post(
+            f"{base_url}/chat/completions", json={"messages": [{"role": "user", "content": "again"}]}
+        ).status_code
         return 1.0
 
     env = AgentWorkflowEnv(slow, data=[{"task_id": "x"}], timeout_s=0.5)
     env.reset(seed=0)
-    obs, reward, terminated, truncated, info = env.step("hello")
+    _obs, _reward, terminated, truncated, info = env.step("hello")
     assert truncated and not terminated and "timeout_s=0.5" in info["infra_error"]
     time.sleep(2.0)
     assert outcome["late"] == 410  # the run is finished: the agent's next call fails fast instead of hanging
@@ -148,7 +152,11 @@ def test_an_abandoned_episode_releases_its_waiting_agent() -> None:
     statuses: list[int] = []
 
     def waits(row, base_url):
-        statuses.append(httpx.post(f"{base_url}/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]}, timeout=30).status_code)
+        statuses.append(
+            httpx.post(
+                f"{base_url}/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]}, timeout=30
+            ).status_code
+        )
         return 0.0
 
     env = AgentWorkflowEnv(waits, data=[{"task_id": "x"}])
@@ -196,14 +204,16 @@ def test_http_run_endpoint_workflow_and_killing_it_mid_run() -> None:
     proc = subprocess.Popen([sys.executable, "-c", RUN_SERVICE], stdout=subprocess.PIPE, text=True)
     try:
         url = proc.stdout.readline().strip()
-        env = gym.make("nemo/AgentWorkflow-v0", workflow=url, data=[*CALCULATOR_ROWS, {"task_id": "h", "question": "hang"}])
+        env = gym.make(
+            "nemo/AgentWorkflow-v0", workflow=url, data=[*CALCULATOR_ROWS, {"task_id": "h", "question": "hang"}]
+        )
         env.reset(options={"task_id": ROW["task_id"]})
         env.step(tool_call_text("calculate", {"expression": "17 * 23"}))
         assert env.step("391")[1:3] == (1.0, True)
         env.reset(options={"task_id": ROW["task_id"]})  # mid-run: the service is waiting for our answer
         proc.kill()
         proc.wait(10)
-        obs, reward, terminated, truncated, info = env.step(tool_call_text("calculate", {"expression": "17 * 23"}))
+        _obs, reward, terminated, truncated, info = env.step(tool_call_text("calculate", {"expression": "17 * 23"}))
         assert truncated and not terminated and reward == 0.0 and f"POST {url}/run failed" in info["infra_error"]
         env.close()
     finally:
@@ -217,7 +227,9 @@ def test_text_collector_over_make_vec() -> None:
 
     envs = gym_nemo.make_vec("nemo/AgentWorkflow-v0", 2, vectorization_mode="async")
     try:
-        records, summary = collect_rollouts(envs, CalculatorTextPolicy(), 4, env_id="nemo/AgentWorkflow-v0", progress=False)
+        records, summary = collect_rollouts(
+            envs, CalculatorTextPolicy(), 4, env_id="nemo/AgentWorkflow-v0", progress=False
+        )
     finally:
         envs.close()
     assert summary.mean_reward == 1.0 and [r.num_turns for r in records] == [2, 2, 2, 2]
@@ -232,7 +244,9 @@ def test_token_env_and_token_collector(tmp_path) -> None:
     from gym_nemo.wrappers import TokenEnv
 
     tokenizer = build_tokenizer("chatml")
-    envs = gym_nemo.make_vec("nemo/AgentWorkflow-v0", 2, vectorization_mode="sync", wrappers=[partial(TokenEnv, tokenizer=tokenizer)])
+    envs = gym_nemo.make_vec(
+        "nemo/AgentWorkflow-v0", 2, vectorization_mode="sync", wrappers=[partial(TokenEnv, tokenizer=tokenizer)]
+    )
     try:
         records, metrics = collect_token_rollouts(
             envs, ScriptedChatPolicy(tokenizer), 4, env_id="nemo/AgentWorkflow-v0", group_size=2, progress=False,

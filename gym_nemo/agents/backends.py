@@ -118,7 +118,9 @@ class PolicyBackend:
                 generations = self.policy.generate([ids for _, ids, _ in members], sampling)
             except Exception as exc:
                 for job, _, _ in members:
-                    _resolve(job, exc=APIError(502, f"the policy failed: {type(exc).__name__}: {exc}", code="policy_error"))
+                    _resolve(
+                        job, exc=APIError(502, f"the policy failed: {type(exc).__name__}: {exc}", code="policy_error")
+                    )
                 continue
             for (job, ids, text), gen in zip(members, generations, strict=True):
                 completion_text = self._decode(gen.token_ids)
@@ -241,7 +243,7 @@ class UpstreamBackend:
             async with session.post(self.base_url + path, data=json.dumps(body), headers=self.headers) as reply:
                 raw = await reply.read()
                 status = reply.status
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise APIError(
                 502, f"the upstream policy server at {self.base_url} failed: {type(exc).__name__}: {exc}",
                 code="upstream_error",
@@ -253,7 +255,9 @@ class UpstreamBackend:
         if status >= 400 or not isinstance(answer, dict) or not answer.get("choices"):
             detail = answer.get("error") if isinstance(answer, dict) else raw[:300].decode("utf-8", "replace")
             raise APIError(
-                status if 400 <= status < 500 else 502, f"the upstream answered {status}: {detail}", code="upstream_error"
+                status if 400 <= status < 500 else 502,
+                f"the upstream answered {status}: {detail}",
+                code="upstream_error",
             )
         return _upstream_completion(request, answer)
 

@@ -243,7 +243,11 @@ def response_body(request: ChatRequest, completion: Completion, call_id: str, mo
         "completion_tokens": len(completion.completion_ids or ()),
     }
     usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-    choice: dict[str, Any] = {"index": 0, "finish_reason": completion.finish_reason, "token_ids": completion.completion_ids}
+    choice: dict[str, Any] = {
+        "index": 0,
+        "finish_reason": completion.finish_reason,
+        "token_ids": completion.completion_ids,
+    }
     if request.kind == "chat":
         message = assistant_message(completion)
         choice["message"] = message

@@ -175,7 +175,9 @@ class Gateway:
                 run = self._run(run_id, allow_finished=True)
             except APIError as exc:
                 return _json(exc.body(), exc.status)
-            return _json({"object": "list", "data": [{"id": run.backend.name, "object": "model", "owned_by": "gym_nemo"}]})
+            return _json(
+                {"object": "list", "data": [{"id": run.backend.name, "object": "model", "owned_by": "gym_nemo"}]}
+            )
 
         @app.get("/runs/{run_id}/calls")
         async def calls(run_id: str) -> Response:
@@ -211,12 +213,16 @@ class Gateway:
     async def _body(self, request: Request) -> bytes:
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            raise APIError(413, f"the body is {int(declared):,} bytes; the limit is {self.max_body_bytes:,}", code="body_too_large")
+            raise APIError(
+                413, f"the body is {int(declared):,} bytes; the limit is {self.max_body_bytes:,}", code="body_too_large"
+            )
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > self.max_body_bytes:
-                raise APIError(413, f"the body exceeds the limit of {self.max_body_bytes:,} bytes", code="body_too_large")
+                raise APIError(
+                    413, f"the body exceeds the limit of {self.max_body_bytes:,} bytes", code="body_too_large"
+                )
             chunks.append(chunk)
         return b"".join(chunks)
 

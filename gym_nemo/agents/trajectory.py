@@ -116,11 +116,10 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 def _classify(call: CallRecord, earlier: CallRecord) -> tuple[str, str]:
     if not _continues(call, earlier):
         return "branch", f"call {call.index} is another conversation than call {earlier.index}'s"
-    if call.prompt_text is not None and earlier.prompt_text is not None and earlier.completion_text is not None:
-        if call.prompt_text.startswith(earlier.prompt_text + earlier.completion_text):
-            return "retokenization", (
-                f"call {call.index} continues call {earlier.index}'s text, but its ids re-tokenize that text"
-            )
+    # The text the earlier call ended with; unknown (an upstream that sends no text) never matches.
+    shown = None if earlier.prompt_text is None else earlier.prompt_text + (earlier.completion_text or "\x00")
+    if shown is not None and call.prompt_text is not None and call.prompt_text.startswith(shown):
+        return "retokenization", f"call {call.index} continues call {earlier.index}'s text, but its ids re-tokenize it"
     common = _common_prefix(call.prompt_ids or (), (earlier.prompt_ids or []) + (earlier.completion_ids or []))
     return "template_rewrite", (
         f"call {call.index} continues call {earlier.index}'s chat, but the history was rendered differently "

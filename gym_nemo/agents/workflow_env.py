@@ -90,7 +90,8 @@ class _Intercept:
         self.closed = True
         for pending in self.waiting:
             if not pending.answer.done():
-                pending.answer.set_exception(APIError(410, "the episode ended before this request was answered", code="run_finished"))  # fmt: skip
+                error = APIError(410, "the episode ended before this request was answered", code="run_finished")
+                pending.answer.set_exception(error)
 
     async def aclose(self) -> None:
         self.close()

@@ -14,8 +14,8 @@ workflow of ``nemo/AgentWorkflow-v0``: a small tool-calling agent written agains
 
 from __future__ import annotations
 
-import asyncio
 import ast
+import asyncio
 import importlib
 import inspect
 import json
