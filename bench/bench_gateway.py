@@ -210,7 +210,9 @@ def main() -> None:
     parser.add_argument("--hf-calls", type=int, default=30)
     parser.add_argument("--max-tokens", type=int, default=32)
     args = parser.parse_args()
-    print(f"machine: {platform.platform()}, {os.cpu_count()} cores, python {platform.python_version()}")
+    print(
+        f"machine: {platform.platform()}, {os.cpu_count()} cores, python {platform.python_version()}, load {os.getloadavg()[0]:.1f}"
+    )
     upstream_proc, upstream = _spawn(UPSTREAM)
     gateway_proc, gateway = _spawn(GATEWAY, upstream, str(args.runs))
     try:
