@@ -97,7 +97,7 @@ class Gateway:
         started = threading.Event()
 
         def serve() -> None:
-            loop = asyncio.new_event_loop()
+            loop = _new_loop()
             self.loop = loop
             asyncio.set_event_loop(loop)
             started.set()
@@ -270,6 +270,15 @@ class Gateway:
             events = stream_events(parsed, body)
             return StreamingResponse(iter(events), media_type="text/event-stream")
         return _json(body)
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's event loop when installed (the ``serve`` extra has it: less CPU per call), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 def _json(body: Any, status: int = 200) -> Response:
