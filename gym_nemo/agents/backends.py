@@ -198,6 +198,7 @@ class UpstreamBackend:
         api_key: sent as a bearer token (local servers ignore it).
         timeout_s: per upstream call.
         extra_body: fields added to every upstream request (default: vLLM's ``return_token_ids``).
+        max_tokens: the cap of a request that sets none, and of every request (None: the upstream's own).
     """
 
     def __init__(
@@ -208,7 +209,9 @@ class UpstreamBackend:
         api_key: str | None = None,
         timeout_s: float = 600.0,
         extra_body: Mapping[str, Any] | None = None,
+        max_tokens: int | None = None,
     ) -> None:
+        self.max_tokens = max_tokens
         self.base_url = base_url.rstrip("/")
         self.name = model or "upstream"
         self.model = model
@@ -235,6 +238,9 @@ class UpstreamBackend:
         body = dict(request.raw, stream=False, logprobs=True, **self.extra_body)
         body.pop("stream_options", None)
         body["model"] = request.model or self.model
+        if self.max_tokens is not None:
+            body.pop("max_completion_tokens", None)
+            body["max_tokens"] = min(request.sampling.max_tokens or self.max_tokens, self.max_tokens)
         if request.kind == "chat":
             body["messages"] = request.messages
         path = "/chat/completions" if request.kind == "chat" else "/completions"
