@@ -132,3 +132,17 @@ def test_a_template_that_drops_reasoning_is_reported_as_a_break() -> None:
     assert [s["calls"] for s in record.segments] == [[0, 1], [2, 3]]
     assert "<think>" in run.calls[1].completion_text
     assert "<think>" not in run.calls[2].prompt_text.split("What is 5 * 5?")[0]  # the template dropped it
+
+
+def test_a_tokenizer_tells_retokenized_upstream_calls_apart() -> None:
+    """Upstream calls come with ids only: the builder decodes them to see the text was kept, the ids not."""
+    pytest.importorskip("transformers")
+    from gym_nemo.testing.tiny_model import build_tokenizer
+
+    tok = build_tokenizer("chatml")
+    chars = [i for c in "the answer" for i in tok.encode(c, add_special_tokens=False)]  # an id per character
+    merged = tok.encode("the answer is", add_special_tokens=False)
+    assert merged[: len(chars)] != chars  # the BPE merges what the model emitted one character at a time
+    calls = [call(0, chars[:4], chars[4:], [USER]), call(1, merged, [5], [USER, ASSISTANT, TOOL])]
+    assert [b["kind"] for b in build_segments(calls)[1]] == ["template_rewrite"]  # no text: cannot tell
+    assert [b["kind"] for b in build_segments(calls, tokenizer=tok)[1]] == ["retokenization"]

@@ -194,7 +194,8 @@ class UpstreamBackend:
 
     Args:
         base_url: the upstream's ``/v1`` URL, e.g. ``http://127.0.0.1:8000/v1``.
-        model: sent when a request names none; also what ``/v1/models`` lists.
+        model: the upstream model every request is sent to (agents name whatever model they like); also what
+            ``/v1/models`` lists. Empty: the request's own model name goes upstream.
         api_key: sent as a bearer token (local servers ignore it).
         timeout_s: per upstream call.
         extra_body: fields added to every upstream request (default: vLLM's ``return_token_ids``).
@@ -237,7 +238,7 @@ class UpstreamBackend:
 
         body = dict(request.raw, stream=False, logprobs=True, **self.extra_body)
         body.pop("stream_options", None)
-        body["model"] = request.model or self.model
+        body["model"] = self.model or request.model  # the agent names any model; the upstream serves its own
         if self.max_tokens is not None:
             body.pop("max_completion_tokens", None)
             body["max_tokens"] = min(request.sampling.max_tokens or self.max_tokens, self.max_tokens)

@@ -127,14 +127,28 @@ def _classify(call: CallRecord, earlier: CallRecord) -> tuple[str, str]:
     )
 
 
+def _with_texts(call: CallRecord, tokenizer: Any) -> CallRecord:
+    """The call with its prompt and completion text decoded from its ids when the backend sent no text."""
+    if tokenizer is None or call.prompt_ids is None or call.completion_ids is None or call.prompt_text is not None:
+        return call
+
+    def decode(ids: list[int]) -> str:
+        return tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    return dataclasses.replace(call, prompt_text=decode(call.prompt_ids), completion_text=decode(call.completion_ids))
+
+
 def build_segments(
-    calls: Sequence[CallRecord | Mapping[str, Any]],
+    calls: Sequence[CallRecord | Mapping[str, Any]], *, tokenizer: Any | None = None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The token-exact segments of a run's calls (in call order) and the breaks between them (module doc)."""
+    """The token-exact segments of a run's calls (in call order) and the breaks between them (module doc).
+
+    ``tokenizer`` (optional) decodes the ids of calls that came without text (an upstream backend's), so their
+    breaks can be told apart as ``retokenization`` or ``template_rewrite``."""
     segments: list[_Segment] = []
     breaks: list[dict[str, Any]] = []
     by_prompt: dict[tuple[int, ...], _Segment] = {}
-    for call in map(_as_call, calls):
+    for call in (_with_texts(_as_call(c), tokenizer) for c in calls):
         if call.prompt_ids is None or call.completion_ids is None:
             breaks.append({"call": call.index, "kind": "missing_ids", "detail": "the backend returned no token ids"})
             continue
@@ -189,15 +203,16 @@ def build_trajectory(
     versions: Mapping[str, str] | None = None,
     group: int | None = None,
     seed: int | None = None,
+    tokenizer: Any | None = None,
 ) -> EpisodeRecord:
     """One :class:`EpisodeRecord` for a run: its segments and breaks, the last segment's token fields at the
     top, the last call's chat (its reply included) as ``messages``.
 
     A run with an ``infra_error`` is ``truncated`` (its reward is not a score). ``len(record.segments)`` and
-    ``record.breaks`` say how the run's calls were split.
+    ``record.breaks`` say how the run's calls were split. ``tokenizer``: as in :func:`build_segments`.
     """
     calls = [_as_call(c) for c in calls]
-    segments, breaks = build_segments(calls)
+    segments, breaks = build_segments(calls, tokenizer=tokenizer)
     chat = [c for c in calls if c.kind == "chat"]
     messages = [*chat[-1].request.get("messages", []), chat[-1].response] if chat else []
     last = segments[-1] if segments else {}
