@@ -26,7 +26,7 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -267,9 +267,14 @@ class Gateway:
                 run.errors.append({"status": 500, "message": error.message, "at": started})
             return _json(error.body(), 500)
         if parsed.stream:
-            events = stream_events(parsed, body)
-            return StreamingResponse(iter(events), media_type="text/event-stream")
+            return StreamingResponse(_aiter(stream_events(parsed, body)), media_type="text/event-stream")
         return _json(body)
+
+
+async def _aiter(events: list[bytes]) -> AsyncIterator[bytes]:
+    """The events as an async iterator (Starlette would send a sync one through its thread pool)."""
+    for event in events:
+        yield event
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
