@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("transformers")
 
-from gym_nemo.agents import Gateway, PolicyBackend, UpstreamBackend, build_trajectory
+from gym_nemo.agents import Gateway, PolicyBackend, UpstreamBackend, build_trajectory, play_run
 from gym_nemo.agents.workflows import CALCULATOR_ROWS, CALCULATOR_TOOL, calculator_workflow
 from gym_nemo.testing.scripted_policy import SCRIPTED_LOGPROB, ScriptedChatPolicy
 from gym_nemo.testing.tiny_model import build_tokenizer
@@ -184,3 +184,34 @@ def test_a_failing_policy_answers_502_not_a_hang(tokenizer) -> None:
         reply = httpx.post(f"{run.base_url}/chat/completions", json={"messages": QUESTION}, timeout=30)
         assert reply.status_code == 502 and "out of memory" in reply.json()["error"]["message"]
         assert run.calls == [] and run.errors[0]["status"] == 502
+
+
+def test_play_run_records_scores_and_infra_errors(gateway: Gateway) -> None:
+    row = CALCULATOR_ROWS[3]
+    record = play_run(gateway, calculator_workflow, row, policy="scripted", group=7)
+    assert (record.reward, record.terminated, record.infra_error, record.task_id, record.group) == (
+        1.0,
+        True,
+        None,
+        "calc-3",
+        7,
+    )
+    assert record.num_turns == 2 and len(record.segments) == 1 and record.task_row == row
+
+    def crashes_after_a_call(task, base_url):
+        calculator_workflow(task, base_url)
+        raise TimeoutError("the agent's tool server timed out")
+
+    failed = play_run(gateway, crashes_after_a_call, row)
+    assert failed.truncated and not failed.terminated and failed.reward == 0.0 and failed.step_rewards == []
+    assert "TimeoutError: the agent's tool server timed out" in failed.infra_error and failed.num_turns == 2
+
+    def hangs(task, base_url):
+        import time
+
+        time.sleep(3)
+        return 1.0
+
+    slow = play_run(gateway, hangs, row, timeout_s=0.3)
+    assert slow.truncated and "timeout_s=0.3" in slow.infra_error and slow.segments == []
+    assert not [r for r in gateway.runs.values() if r.metadata.get("task_id") == "calc-3"]  # runs are removed

@@ -238,7 +238,7 @@ def test_text_collector_over_make_vec() -> None:
 
 def test_token_env_and_token_collector(tmp_path) -> None:
     pytest.importorskip("transformers")
-    from gym_nemo.rollout import collect_token_rollouts
+    from gym_nemo.rollout import collect_token_rollouts, collect_token_rollouts_async
     from gym_nemo.testing.scripted_policy import ScriptedChatPolicy
     from gym_nemo.testing.tiny_model import build_tokenizer
     from gym_nemo.wrappers import TokenEnv
@@ -260,3 +260,12 @@ def test_token_env_and_token_collector(tmp_path) -> None:
         text = tokenizer.decode(ids, skip_special_tokens=False)
         assert "<tool_response>\n" in text and "The answer is" in text
     assert len(json.loads((tmp_path / "r.jsonl").read_text().splitlines()[0])["completion_mask"]) > 0
+    records, metrics = collect_token_rollouts_async(
+        lambda: TokenEnv(gym.make("nemo/AgentWorkflow-v0"), tokenizer),
+        ScriptedChatPolicy(tokenizer),
+        4,
+        env_id="nemo/AgentWorkflow-v0",
+        max_in_flight=2,
+        progress=False,
+    )
+    assert metrics.mean_reward == 1.0 and len(records) == 4 and all(r.completion_mask for r in records)

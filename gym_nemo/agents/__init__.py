@@ -5,6 +5,7 @@
   ``TokenPolicy``) or :class:`UpstreamBackend` (any OpenAI-compatible server, vLLM's token ids).
 - :mod:`gym_nemo.agents.trajectory`: :func:`build_trajectory`, a run's calls -> token-exact segments -> one
   ``EpisodeRecord``.
+- :mod:`gym_nemo.agents.episodes`: :func:`play_run`, one workflow run on one row through a gateway -> one record.
 - :mod:`gym_nemo.agents.workflow_env`: :class:`AgentWorkflowEnv` (``nemo/AgentWorkflow-v0``).
 - :mod:`gym_nemo.agents.workflows`: the three forms of a workflow (callable, import path, ``/run`` endpoint).
 
@@ -13,6 +14,7 @@ Needs the ``agents`` extra (FastAPI, uvicorn, aiohttp).
 
 from gym_nemo.agents.backends import Backend, PolicyBackend, UpstreamBackend
 from gym_nemo.agents.calls import APIError, CallRecord
+from gym_nemo.agents.episodes import play_run
 from gym_nemo.agents.gateway import Gateway, Run
 from gym_nemo.agents.trajectory import build_segments, build_trajectory, segment_records
 from gym_nemo.agents.workflow_env import AgentWorkflowEnv, shared_gateway
@@ -30,6 +32,7 @@ __all__ = [
     "WorkflowError",
     "build_segments",
     "build_trajectory",
+    "play_run",
     "resolve_workflow",
     "run_workflow",
     "segment_records",
