@@ -2,19 +2,22 @@
 
     python bench/bench_gateway.py [--calls 400] [--runs 256] [--calls-per-run 4] [--hf-calls 30] [--max-tokens 32]
 
-Three measurements, each against its baseline in the same run:
+Four measurements, each against its baseline in the same run:
 
 1. **Scripted upstream, sequential calls.** A scripted OpenAI-compatible server (aiohttp, its own process:
    a canned vLLM-style reply with ``prompt_token_ids``, ``token_ids`` and logprobs) is called directly and
    through the gateway (``UpstreamBackend``, its own process), alternating in rounds; prints p50/p90 of each
    and the added ms at p50 (target: <= 2 ms).
-2. **The tiny HF model.** ``HFPolicy.generate`` on the rendered prompt in-process (direct), against the
+2. **The scripted chat policy in-process.** Rendering + ``ScriptedChatPolicy.generate`` directly, against the
+   same policy behind the gateway (``PolicyBackend``) over HTTP: the gateway's fixed cost per call for an
+   in-process policy (HTTP, JSON, the hand-off to the policy thread and back).
+3. **The tiny HF model.** ``HFPolicy.generate`` on the rendered prompt in-process (direct), against the
    same policy behind the gateway (``PolicyBackend``) over HTTP, in alternating blocks (a block's first call
    is not counted: here a main-thread ``generate`` slows whatever runs right after it). Prints p50 of each
    and the gateway's share of a call: per call, the client's time less the ``generate`` time measured
    inside the gateway (rendering, HTTP, JSON, thread hand-offs), over the client's time (target: < 5%);
    ``generate``'s own time varies by more than the gateway's cost on a loaded 2-core machine.
-3. **256 concurrent agent runs, scripted upstream.** ``--runs`` agents (asyncio + aiohttp, one process),
+4. **256 concurrent agent runs, scripted upstream.** ``--runs`` agents (asyncio + aiohttp, one process),
    each making ``--calls-per-run`` chat calls whose history grows, on its own run URL; then every run's
    captured calls are fetched: a call missing, or captured without ids, counts as lost. Prints calls/s
    through the gateway and directly against the upstream, and their ratio. Ends with one JSON line.
@@ -111,6 +114,40 @@ def sequential(upstream: str, gateway: str, calls: int) -> dict[str, Any]:
         "direct_p50_ms": statistics.median(direct), "direct_p90_ms": _pct(direct, 90),
         "gateway_p50_ms": statistics.median(through), "gateway_p90_ms": _pct(through, 90),
         "added_p50_ms": statistics.median(through) - statistics.median(direct),
+    }  # fmt: skip
+
+
+def in_process(calls: int) -> dict[str, Any]:
+    """The scripted chat policy in-process: render + generate directly, against the same via PolicyBackend."""
+    import httpx
+
+    from gym_nemo.agents import Gateway, PolicyBackend
+    from gym_nemo.agents.workflows import CALCULATOR_TOOL
+    from gym_nemo.policies.token import SamplingParams
+    from gym_nemo.testing.scripted_policy import ScriptedChatPolicy
+    from gym_nemo.testing.tiny_model import build_tokenizer
+
+    policy = ScriptedChatPolicy(build_tokenizer("chatml"))
+    messages = [{"role": "user", "content": "What is 6 * 7?"}]
+    direct, through = [], []
+    with Gateway(PolicyBackend(policy)) as gw, httpx.Client(timeout=30) as client:
+        run = gw.open_run()
+        body = {"messages": messages, "tools": [CALCULATOR_TOOL]}
+        for i in range(calls + 20):
+            t = time.perf_counter()
+            text = policy.tokenizer.apply_chat_template(
+                messages, tools=[CALCULATOR_TOOL], add_generation_prompt=True, tokenize=False
+            )
+            policy.generate([policy.tokenizer.encode(text, add_special_tokens=False)], SamplingParams())
+            d = (time.perf_counter() - t) * 1000
+            t = time.perf_counter()
+            assert client.post(f"{run.base_url}/chat/completions", json=body).status_code == 200
+            if i >= 20:
+                direct.append(d)
+                through.append((time.perf_counter() - t) * 1000)
+    return {
+        "inproc_direct_p50_ms": statistics.median(direct), "inproc_gateway_p50_ms": statistics.median(through),
+        "inproc_added_p50_ms": statistics.median(through) - statistics.median(direct),
     }  # fmt: skip
 
 
@@ -232,13 +269,18 @@ def main() -> None:
         for proc in (gateway_proc, upstream_proc):
             proc.kill()
             proc.wait(10)
+    inproc = in_process(args.calls)
+    print(f"scripted chat policy in-process (PolicyBackend), {args.calls} calls each")
+    print(f"  direct (render + generate)  p50 {inproc['inproc_direct_p50_ms']:.2f} ms")
+    print(f"  gateway over HTTP           p50 {inproc['inproc_gateway_p50_ms']:.2f} ms")
+    print(f"  added at p50: {inproc['inproc_added_p50_ms']:.2f} ms")
     hf = hf_overhead(args.hf_calls, args.max_tokens)
     print(f"tiny HF model, {args.max_tokens} new tokens, {args.hf_calls} calls each")
     print(f"  direct (render + generate)  p50 {hf['hf_direct_p50_ms']:.1f} ms")
     print(f"  gateway over HTTP           p50 {hf['hf_gateway_p50_ms']:.1f} ms")
     print(f"  gateway's own time per call (client time - generate time inside it): p50 {hf['hf_added_p50_ms']:.1f} ms")
     print(f"  gateway share of a call: {100 * hf['hf_overhead_share']:.1f}% (target < 5%)")
-    print(json.dumps({**seq, **conc, **hf}))
+    print(json.dumps({**seq, **conc, **inproc, **hf}))
 
 
 if __name__ == "__main__":
