@@ -56,6 +56,15 @@ def test_reset_shows_the_first_request_and_steps_answer_it() -> None:
     env.close()
 
 
+def test_odd_actions_reach_the_agent_as_text() -> None:
+    env = gym.make("nemo/AgentWorkflow-v0", workflow=ask("Say yes."), data=[{"task_id": "a"}])
+    for action in ("bad \ud800 surrogate", "", "x" * 200_000, '<tool_call>{"name": broken</tool_call>'):
+        env.reset(seed=0)
+        _obs, reward, terminated, truncated, info = env.step(action)
+        assert (reward, terminated, truncated) == (0.0, True, False) and "infra_error" not in info
+    env.close()
+
+
 def test_check_env_with_a_custom_workflow_and_rows() -> None:
     env = gym.make("nemo/AgentWorkflow-v0", workflow=ask("Say yes."), data=[{"task_id": "a"}, {"task_id": "b"}])
     with warnings.catch_warnings():

@@ -287,4 +287,5 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 
 
 def _json(body: Any, status: int = 200) -> Response:
-    return Response(json.dumps(body, ensure_ascii=False).encode(), status_code=status, media_type="application/json")
+    data = json.dumps(body, ensure_ascii=False).encode("utf-8", "replace")  # a lone surrogate is sent as "?"
+    return Response(data, status_code=status, media_type="application/json")

@@ -217,6 +217,8 @@ class AgentWorkflowEnv(gym.Env[str, str]):
             raise ResetNeeded("call reset() before step()" if self._task is None else "the episode is over; reset()")
         info: dict[str, Any] = {"task_id": self._task.task_id, "turn": len(self._transcript) + 1}
         text = action if isinstance(action, str) else ""
+        # Lone surrogates cannot go over the wire as JSON text: they become U+FFFD, as TextEnv does.
+        text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
         if self._current is not None:
             answered, self._current = self._current, None
             message = {"role": "assistant", "content": text}
