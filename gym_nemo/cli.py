@@ -1,4 +1,5 @@
-"""The ``gym-nemo`` command: ``list`` the environments, ``rollout`` a policy and write JSONL records."""
+"""The ``gym-nemo`` command: ``list`` the environments, ``rollout`` a policy (or ``agent-rollout`` an agent workflow)
+and write JSONL records."""
 
 from __future__ import annotations
 
@@ -150,12 +151,82 @@ def _rollout_tokens(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> int
     return 0
 
 
+def _cmd_agent_rollout(args: argparse.Namespace) -> int:
+    """Agent runs as a rollout source: each task row through the workflow, its LLM calls captured by a gateway."""
+    from gym_nemo.agents import Gateway, PolicyBackend, UpstreamBackend, resolve_workflow
+    from gym_nemo.agents.rollout import collect_agent_rollouts, read_task_rows
+    from gym_nemo.policies import make_policy
+
+    try:
+        rows = read_task_rows(args.tasks)
+        workflow = resolve_workflow(args.endpoint or args.workflow, timeout_s=args.timeout_s)
+    except (OSError, ValueError, TypeError, ImportError) as exc:
+        print(f"agent-rollout: {exc}", file=sys.stderr)
+        return 2
+    tokenizer = None
+    if args.policy == "upstream":
+        if not args.base_url:
+            print("--policy upstream needs --base-url (an OpenAI-compatible server, e.g. vLLM's)", file=sys.stderr)
+            return 2
+        backend: Any = UpstreamBackend(args.base_url, args.model or "", max_tokens=args.max_tokens)
+        name = f"upstream:{args.model or args.base_url}"
+    else:
+        if not args.model:
+            print(f"--policy {args.policy} needs --model (a model directory)", file=sys.stderr)
+            return 2
+        opts: dict[str, Any] = {"model": args.model}
+        if args.policy == "hf":
+            opts["device"] = args.device
+        policy = make_policy(args.policy, **opts)
+        tokenizer = policy.tokenizer
+        backend, name = PolicyBackend(policy, max_tokens=args.max_tokens), policy.name
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not args.resume:
+        out.unlink(missing_ok=True)
+    with Gateway(backend).start() as gateway:
+        _, metrics = collect_agent_rollouts(
+            gateway,
+            workflow,
+            rows,
+            group_size=args.group_size,
+            concurrency=args.concurrency,
+            timeout_s=args.timeout_s,
+            out=out,
+            resume=args.resume,
+            tokenizer=tokenizer,
+            policy=name,
+        )
+    source = args.endpoint or args.workflow
+    print(f"nemo/AgentWorkflow-v0 · workflow={source} · policy={name} · groups of {args.group_size}")
+    print(metrics.format())
+    print(f"wrote {metrics.episodes} episodes to {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gym-nemo", description=__doc__)
     parser.add_argument("--version", action="version", version=f"gym-nemo {gym_nemo.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     sub.add_parser("list", help="list the registered environments").set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("agent-rollout", help="run an agent workflow over task rows; record its LLM calls as JSONL")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--workflow", help="pkg.mod:func, called as func(row, base_url) -> score")
+    source.add_argument("--endpoint", help="a NeMo Gym-style agent service: POST URL/run with the row + base_url")
+    p.add_argument("--tasks", required=True, help="JSONL of task rows, one per line")
+    p.add_argument("--policy", choices=("hf", "vllm", "upstream"), default="hf", help="what answers the calls")
+    p.add_argument("--model", default=None, help="hf/vllm: model directory; upstream: the served model name")
+    p.add_argument("--base-url", default=None, help="--policy upstream: its /v1 URL (vLLM: token ids captured)")
+    p.add_argument("--device", default="cpu", help="--policy hf: torch device")
+    p.add_argument("--max-tokens", type=int, default=512, help="cap of each call's completion")
+    p.add_argument("--group-size", type=int, default=1, help="runs per task row (GRPO groups)")
+    p.add_argument("--concurrency", type=int, default=8, help="runs at once")
+    p.add_argument("--timeout-s", type=float, default=600.0, help="a run past this is an infra-error record")
+    p.add_argument("--out", default="runs/agent_rollouts.jsonl")
+    p.add_argument("--resume", action="store_true", help="continue a killed run in --out (same arguments)")
+    p.set_defaults(func=_cmd_agent_rollout)
 
     p = sub.add_parser("rollout", help="collect verified rollouts and write them as JSONL")
     p.add_argument("env_id", help="e.g. nemo/CodeExec-v0")

@@ -65,6 +65,12 @@ ENVS: dict[str, EnvEntry] = {
         entry_point="gym_nemo.envs.mcp:MCPEnv",
         summary="the tools of any MCP stdio server (rows name the server) with verifiers on answer or final state",
     ),
+    "nemo/AgentWorkflow-v0": EnvEntry(
+        entry_point="gym_nemo.agents.workflow_env:AgentWorkflowEnv",
+        summary="any agent workflow (workflow=fn | 'pkg.mod:func' | /run URL, data=rows): its LLM requests are "
+        "observations, actions answer them, its score is the reward",
+        max_episode_steps=256,
+    ),
     "nemo/Remote-v0": EnvEntry(
         entry_point="gym_nemo.serve.remote:RemoteEnv",
         summary="an env served by `gym-nemo serve` over HTTP (url=..., env_id=...); infra failures -> truncated",

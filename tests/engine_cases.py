@@ -5,8 +5,8 @@ collector, eval's runner, TRL's ``EnvRollout``, the async single-episode loop) a
 hands its user, with wall-clock timings removed. ``tests/data/engine_golden.json`` holds what the code before the
 one-engine refactor (commit 36553ad) returned for the same cases; ``tests/test_engine.py`` checks the code of today
 returns the same, byte for byte, verifier version strings aside (see ``unversioned``). Verifier changes made on
-purpose since are carried into the file by hand: Math's v2 wording of the no-answer reason (4 records). Regenerate (only on purpose, when records are meant to change) with
-``python -m tests.engine_cases``.
+purpose since are carried into the file by hand: Math's v2 wording of the no-answer reason (4 records).
+Regenerate (only on purpose, when records are meant to change) with ``python -m tests.engine_cases``.
 """
 
 from __future__ import annotations

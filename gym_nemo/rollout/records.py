@@ -35,6 +35,8 @@ TOKEN_FIELDS = (
     "finish_reasons",
     "policy_versions",
     "group",
+    "segments",
+    "breaks",
 )
 
 
@@ -73,6 +75,11 @@ class EpisodeRecord:
     # The policy version that sampled each turn (the streaming collector, with weights updated in flight).
     policy_versions: list[int] | None = None
     group: int | None = None
+    # Agent-workflow episodes (gym_nemo.agents.trajectory): every token-exact segment of the run (each with
+    # the token fields above and the indices of its calls; the top-level token fields are the last one's)
+    # and every break between segments (its call, kind and why), so nothing is dropped silently.
+    segments: list[dict[str, Any]] | None = None
+    breaks: list[dict[str, Any]] | None = None
 
     def to_row(self) -> dict[str, Any]:
         """The task row's own fields, then every record field (token fields only when set)."""
