@@ -58,3 +58,19 @@ def test_openrlhf_agent(tmp_path: Path) -> None:
 def test_verl_agent_loop(tmp_path: Path) -> None:
     out = _run("verl_agent_loop.py", cwd=tmp_path)
     assert len(re.findall(r"^HumanEval/\d+: reward 0\.00 +turns \d+ +done (True|False)", out, re.M)) == 2
+
+
+def test_grpo_async_trains_while_collecting(tmp_path: Path) -> None:
+    out = _run("grpo_async.py", "--out", str(tmp_path / "run"), cwd=tmp_path)
+    iterations = re.findall(r"^iter +\d+ +reward \d\.\d{3} .* staleness (\d+) ", out, re.M)
+    assert len(iterations) == 3 and all(int(s) <= 1 for s in iterations)  # --max-staleness 1 by default
+    assert re.search(r"^seed 0: mean reward .* s per update\)", out, re.M)
+    rows = (tmp_path / "run" / "rollouts.jsonl").read_text().splitlines()
+    assert len(rows) == 3 * 2 * 2  # 3 iterations of 2 groups of 2, each group written once
+
+
+def test_grpo_through_a_langgraph_agent(tmp_path: Path) -> None:
+    pytest.importorskip("langgraph")
+    out = _run("grpo_agent_workflow.py", "--out", str(tmp_path / "run"), cwd=tmp_path)
+    assert len(re.findall(r"^iter +\d+ +reward \d\.\d{3} .* infra 0\.00 +breaks 0 ", out, re.M)) == 2
+    assert (tmp_path / "run" / "reward_curve.png").stat().st_size > 1000
