@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from gym_nemo.sandbox import ExecResult, Limits, LocalSandbox, Sandbox, SandboxRequirementError, forkserver, get_sandbox
+from gym_nemo.sandbox import ExecResult, Limits, LocalSandbox, Sandbox, SandboxRequirementError, get_sandbox
+from gym_nemo.sandbox.forkserver import callsetup
 
 
 def test_runs_code_with_stdin(sandbox: Sandbox) -> None:
@@ -145,11 +146,11 @@ def test_calls_are_set_up_in_c_where_a_compiler_is_found() -> None:
 def test_call_setup_falls_back_to_python_and_says_why(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     broken = tmp_path / "callsetup.c"
     broken.write_text("this is not C\n")
-    monkeypatch.setattr(forkserver, "CALL_SETUP_C", str(broken))
-    library, why = forkserver.build_call_setup(str(tmp_path), str(tmp_path))
+    monkeypatch.setattr(callsetup, "CALL_SETUP_C", str(broken))
+    library, why = callsetup.build_call_setup(str(tmp_path), str(tmp_path))
     assert library is None and "call setup in Python" in why
-    monkeypatch.setattr(forkserver, "CALL_SETUP_C", str(tmp_path / "missing.c"))
-    assert forkserver.build_call_setup(str(tmp_path), str(tmp_path)) == (
+    monkeypatch.setattr(callsetup, "CALL_SETUP_C", str(tmp_path / "missing.c"))
+    assert callsetup.build_call_setup(str(tmp_path), str(tmp_path)) == (
         None,
         "callsetup.c not found: call setup in Python",
     )
