@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from . import abi
+from .call import CallContext, ready_child_c
 from .limits import Plan
 from .protocol import READY_MARK
 
@@ -137,21 +138,19 @@ class CallSetup:
         self.lib.gn_plans_clear()
 
     def serve(
-        self,
-        wake_fd: int,
-        ready_calls: int,
-        new_request: Callable[[bytes], tuple[str, Any]],
-        become_call: Callable[[], NoReturn],
+        self, ctx: CallContext, wake_fd: int, ready_calls: int, new_request: Callable[[bytes], tuple[str, Any]]
     ) -> NoReturn:
         """The zygote's loop, in C (never returns). Python answers only requests of no cached plan, with
-        ``new_request`` (see ``zygote.new_request``); a call process forked here runs ``become_call``."""
-        lib = self.lib
+        ``new_request`` (see ``zygote.new_request``); a call process forked here becomes the call
+        (``call.ready_child_c``). Names are looked up before the loop: a call process returns from it, and
+        every object it touches on the way is a page copied."""
+        serve, needs_python, child = self.lib.gn_zygote_serve, abi.SERVE_PYTHON, abi.SERVE_CHILD
         while True:
-            event = lib.gn_zygote_serve(wake_fd, ready_calls)
-            if event == abi.SERVE_PYTHON:
+            event = serve(wake_fd, ready_calls)
+            if event == needs_python:
                 event = self._answer(new_request)
-            if event == abi.SERVE_CHILD:  # we are a call process forked by the loop
-                become_call()
+            if event == child:  # we are a call process forked by the loop
+                ready_child_c(ctx)
             if event < 0:
                 raise OSError(ctypes.get_errno(), "the zygote's poll failed")
 

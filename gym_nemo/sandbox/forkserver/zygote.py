@@ -30,7 +30,7 @@ import sys
 from typing import Any, NoReturn
 
 from . import abi
-from .call import CallContext, ready_child, ready_child_c
+from .call import CallContext, ready_child
 from .callsetup import CallSetup
 from .isolation import Isolation
 from .kernel import (
@@ -112,8 +112,7 @@ def main(argv: list[str]) -> NoReturn:
     libc.malloc_trim(0)  # each page still mapped is copied by every fork and torn down at every exit
     if ctx.call_setup:
         sock.send(json.dumps({"subreaper": subreaper}).encode())
-        new = functools.partial(new_request, ctx)
-        ctx.call_setup.serve(wake_r, ready_calls, new, functools.partial(ready_child_c, ctx))  # never returns
+        ctx.call_setup.serve(ctx, wake_r, ready_calls, functools.partial(new_request, ctx))  # never returns
     _serve_in_python(sock, ctx, wake_r, own_pidns, ready_calls, subreaper)
 
 
