@@ -3,23 +3,25 @@
 
 Standard library only, and runnable by any Python >= 3.11 without gym_nemo installed (a container's
 interpreter gets this directory as a read-only mount), so the package is loaded here by its path under
-the name ``forkserver``; no directory of it stays on ``sys.path``, where user code could import it.
+the name ``forkserver`` (this directory's name, here and in the runtime dir); no directory of it stays on
+``sys.path``, where user code could import it.
 """
 
-import importlib.util
 import os
 import sys
 
 
 def _load_package() -> None:
+    """Import this directory as the package ``forkserver``: its parent is on ``sys.path`` for that import
+    only (the package's own ``__path__`` finds its modules from then on)."""
     here = os.path.dirname(os.path.abspath(__file__))
     if sys.path and os.path.abspath(sys.path[0] or ".") == here:  # `python <dir>` put it there
         del sys.path[0]
-    init = os.path.join(here, "__init__" + os.path.splitext(__file__)[1])  # .py, or .pyc in the runtime dir
-    spec = importlib.util.spec_from_file_location("forkserver", init, submodule_search_locations=[here])
-    package = importlib.util.module_from_spec(spec)
-    sys.modules["forkserver"] = package
-    spec.loader.exec_module(package)
+    sys.path.insert(0, os.path.dirname(here))
+    try:
+        import forkserver  # noqa: F401
+    finally:
+        del sys.path[0]
 
 
 if __name__ == "__main__":

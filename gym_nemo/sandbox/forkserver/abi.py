@@ -79,8 +79,16 @@ def _format(fields: list[tuple[str, str, str | None]]) -> struct.Struct:
     return struct.Struct("@" + "".join(_SCALARS[ctype][1] for ctype, _, _ in fields))
 
 
-with open(HEADER_FILE, encoding="utf-8") as _fh:
-    GN, _COMMENTS, _FIELDS = _parse(_fh.read())
+def parse_header() -> tuple[dict[str, int], dict[str, str], dict[str, list[tuple[str, str, str | None]]]]:
+    with open(HEADER_FILE, encoding="utf-8") as fh:
+        return _parse(fh.read())
+
+
+try:  # in a zygote: the daemon's parse, compiled beside this module (``daemon.compile_for_zygotes``), so that
+    from ._header import PARSED  # the zygote's heap holds none of a parse's leftovers for calls to copy
+except ImportError:
+    PARSED = parse_header()
+GN, _COMMENTS, _FIELDS = PARSED
 
 PACKET = GN["GN_PACKET"]  # the largest packet on a zygote's sockets (requests, replies)
 MAX_FDS = GN["GN_MAX_FDS"]

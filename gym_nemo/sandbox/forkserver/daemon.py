@@ -30,18 +30,22 @@ PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 def compile_for_zygotes(runtime_dir: str) -> str:
-    """Compile this package once into ``runtime_dir/zygote/forkserver`` (sourceless .pyc files and the
-    header ``abi`` reads); return the zygotes' entry point there. Started from source, a zygote would
-    compile its modules itself and keep the compiler's leftovers (~4 MB of heap) that every call's fork
-    then copies; a read-only package dir (a container's mount) holds no cached bytecode."""
+    """Compile this package once into ``runtime_dir/zygote/forkserver`` (sourceless .pyc files, and
+    ``_header.pyc``: ``abi.PARSED``, this daemon's parse of ``callsetup.h``); return the zygotes' entry point
+    there. Started from source, a zygote would compile its modules itself and keep the compiler's leftovers
+    (~4 MB of heap) that every call's fork then copies; a read-only package dir (a container's mount) holds
+    no cached bytecode."""
     import py_compile
 
     target = os.path.join(runtime_dir, "zygote", "forkserver")
     os.makedirs(target)
+    header = os.path.join(runtime_dir, "zygote", "_header.py")
+    with open(header, "w", encoding="utf-8") as fh:
+        fh.write(f"PARSED = {abi.PARSED!r}\n")
+    py_compile.compile(header, cfile=os.path.join(target, "_header.pyc"), doraise=True)
     for name in sorted(os.listdir(PACKAGE_DIR)):
         if name.endswith(".py"):
             py_compile.compile(os.path.join(PACKAGE_DIR, name), cfile=os.path.join(target, name + "c"), doraise=True)
-    shutil.copy(abi.HEADER_FILE, target)
     return os.path.join(target, "__main__.pyc")
 
 
