@@ -34,6 +34,8 @@ from .kernel import CLONE_NEWIPC, CLONE_NEWNS, CLONE_NEWUTS, PR_SET_NO_NEW_PRIVS
 from .limits import CALL_WORKDIR, Plan
 from .protocol import HEADER, INFRA_MARK, READY_MARK
 
+_CTL_FD, _PACKET, _MAX_FDS = abi.CTL_FD, abi.PACKET, abi.MAX_FDS  # plain globals: fewer objects touched per call
+
 
 class CallContext:
     """What every call process of a zygote starts from, made by the zygote before it forks any: the
@@ -117,19 +119,20 @@ def _prepare_call(ctx: CallContext, ctl: int) -> None:
     signal.set_wakeup_fd(-1)  # the zygote's SIGCHLD wake-up pipe and handler are not ours
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     os.setsid()
-    os.dup2(ctl, abi.CTL_FD, inheritable=False)
+    os.dup2(ctl, _CTL_FD, inheritable=False)
     os.closerange(4, 65536)  # nothing of the zygote (its socket, other calls' fds) stays reachable
-    if ctx.iso.namespaces:
+    iso = ctx.iso
+    if iso.namespaces:
         unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS)
         for args in ctx.ready_mounts:
             check(libc.mount(*args), "mount")
-        os.chroot(ctx.iso.skeleton)
+        os.chroot(iso.skeleton)
 
 
 def _receive_call() -> bytes:
     """Wait on fd 3 for the call: the request the worker sent (a key of ``ctx.plans``, or JSON) with stdin,
     stdout, stderr (and a session's control socket), which become fds 0-2 (3). Empty: the zygote hung up."""
-    msg, fds, _, _ = socket.recv_fds(socket.socket(fileno=abi.CTL_FD), abi.PACKET, abi.MAX_FDS)
+    msg, fds, _, _ = socket.recv_fds(socket.socket(fileno=_CTL_FD), _PACKET, _MAX_FDS)
     for target, fd in enumerate(fds):  # fds arrive ascending from 4 up: no dup2 clobbers a later one
         os.dup2(fd, target, inheritable=target < 3)  # 0-2 the std streams, 3 a session's control socket
     os.closerange(len(fds), 65536)
@@ -149,8 +152,9 @@ def _limit_call(ctx: CallContext, plan: Plan) -> str:
         os.setgroups([])
         os.setgid(plan.uid)
         os.setuid(plan.uid)
-    if ctx.iso.seccomp is not None:
-        ctx.iso.seccomp.install()
+    seccomp = ctx.iso.seccomp
+    if seccomp is not None:
+        seccomp.install()
     else:
         prctl(PR_SET_NO_NEW_PRIVS, 1)
     source = "" if plan.session else _read_source()
@@ -273,7 +277,7 @@ def _exec_program(language: str, code: str) -> None:
 
 def _session_loop(namespace: dict) -> int:
     """Serve ``session_run`` requests: new std streams arrive with each request over the control socket."""
-    ctl = socket.socket(fileno=abi.CTL_FD)
+    ctl = socket.socket(fileno=_CTL_FD)
     devnull = os.open("/dev/null", os.O_RDWR)
     while True:
         try:
