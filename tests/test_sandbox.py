@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from gym_nemo.sandbox import ExecResult, Limits, LocalSandbox, Sandbox, SandboxRequirementError, forkserver, get_sandbox
+from gym_nemo.sandbox import ExecResult, Limits, LocalSandbox, Sandbox, SandboxRequirementError, get_sandbox
+from gym_nemo.sandbox.forkserver import callsetup
 
 
 def test_runs_code_with_stdin(sandbox: Sandbox) -> None:
@@ -145,11 +146,11 @@ def test_calls_are_set_up_in_c_where_a_compiler_is_found() -> None:
 def test_call_setup_falls_back_to_python_and_says_why(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     broken = tmp_path / "callsetup.c"
     broken.write_text("this is not C\n")
-    monkeypatch.setattr(forkserver, "CALL_SETUP_C", str(broken))
-    library, why = forkserver.build_call_setup(str(tmp_path), str(tmp_path))
+    monkeypatch.setattr(callsetup, "CALL_SETUP_C", str(broken))
+    library, why = callsetup.build_call_setup(str(tmp_path), str(tmp_path))
     assert library is None and "call setup in Python" in why
-    monkeypatch.setattr(forkserver, "CALL_SETUP_C", str(tmp_path / "missing.c"))
-    assert forkserver.build_call_setup(str(tmp_path), str(tmp_path)) == (
+    monkeypatch.setattr(callsetup, "CALL_SETUP_C", str(tmp_path / "missing.c"))
+    assert callsetup.build_call_setup(str(tmp_path), str(tmp_path)) == (
         None,
         "callsetup.c not found: call setup in Python",
     )
@@ -179,21 +180,37 @@ def test_docker_fresh_container_per_session() -> None:
     box.remove_pool()
 
 
-def _zygote_family() -> dict[int, int]:
-    """pid -> parent pid of every process started as a fork-server zygote (zygotes, and the call
-    processes they fork, which carry the same command line)."""
+def _ppid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return int(fh.read().rsplit(b")", 1)[1].split()[1])
+    except (OSError, ValueError):
+        return None
+
+
+def _zygote_family(supervisor: int) -> dict[int, int]:
+    """pid -> parent pid of the zygotes of the daemon ``supervisor`` and the call processes they fork (which
+    carry the same command line, wherever they were re-parented); other daemons on the machine (other
+    checkouts' tests) are left alone."""
     found = {}
     for entry in os.listdir("/proc"):
         try:
             with open(f"/proc/{entry}/cmdline", "rb") as fh:
                 argv = fh.read().split(b"\0")
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                ppid = int(fh.read().rsplit(b")", 1)[1].split()[1])
-        except (OSError, ValueError):
+        except OSError:
             continue
-        if b"--zygote" in argv:
+        ppid = _ppid(int(entry)) if entry.isdigit() else None
+        if b"--zygote" in argv and ppid is not None:
             found[int(entry)] = ppid
-    return found
+
+    def descends(pid: int | None) -> bool:
+        while pid and pid != 1:
+            if pid == supervisor:
+                return True
+            pid = _ppid(pid)
+        return False
+
+    return {pid: ppid for pid, ppid in found.items() if descends(ppid)}
 
 
 @pytest.mark.parametrize("call_setup", ["auto", "python"])
@@ -202,7 +219,8 @@ def test_a_dead_zygote_is_an_infra_error_and_is_replaced(call_setup: str) -> Non
     every process it had forked goes, and the next calls run on a new zygote."""
     box = LocalSandbox(Limits(timeout_s=20), call_setup=call_setup)
     assert box.run("print(1)").stdout == "1\n"
-    family = _zygote_family()
+    supervisor = box._request({"op": "ping"})["supervisor"]
+    family = _zygote_family(supervisor)
     zygotes = {pid for pid, ppid in family.items() if ppid not in family}
     assert zygotes, "no zygote process found"
     result: dict[str, ExecResult] = {}
@@ -216,6 +234,6 @@ def test_a_dead_zygote_is_an_infra_error_and_is_replaced(call_setup: str) -> Non
     assert result["r"].infra_error, result["r"]
     assert [box.run("print(2)").stdout for _ in range(3)] == ["2\n"] * 3
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and set(family) & set(_zygote_family()):
+    while time.monotonic() < deadline and set(family) & set(_zygote_family(supervisor)):
         time.sleep(0.05)
-    assert not set(family) & set(_zygote_family()), "a process of the dead zygote survived"
+    assert not set(family) & set(_zygote_family(supervisor)), "a process of the dead zygote survived"

@@ -93,7 +93,7 @@ def test_docker_soak_leaves_nothing_behind() -> None:
     assert {c.name for c in after} == before, "containers were added or lost"
     for container in after:
         procs = container.top()["Processes"]
-        assert procs and all("forkserver.py" in p[-1] for p in procs), procs  # only the fork server remains
+        assert procs and all("/forkserver" in p[-1] for p in procs), procs  # only the fork server remains
     box.remove_pool()
     time.sleep(0.5)
     assert box.docker.containers.list(all=True, filters={"label": f"org.gym_nemo.pool={box.key}"}) == []

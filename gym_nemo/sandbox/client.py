@@ -12,8 +12,8 @@ import socket
 import threading
 from typing import Any
 
-from gym_nemo.sandbox import forkserver
 from gym_nemo.sandbox.base import ExecResult, Limits
+from gym_nemo.sandbox.forkserver.protocol import encode_frame, read_frame_blocking
 
 LANGUAGES = ("python", "bash", "cpp")
 SESSION_RESTARTED = "[a fresh session was started: variables from earlier calls are gone]\n"
@@ -30,8 +30,8 @@ class ForkServerClient:
     def request(self, req: dict[str, Any]) -> dict[str, Any]:
         with self.lock:
             req = {**req, "id": next(self.ids)}
-            self.sock.sendall(forkserver.encode_frame(req))
-            reply = forkserver.read_frame_blocking(self.sock)
+            self.sock.sendall(encode_frame(req))
+            reply = read_frame_blocking(self.sock)
         if reply is None:
             raise ConnectionError("the fork server closed the connection")
         return reply

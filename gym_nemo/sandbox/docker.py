@@ -2,8 +2,8 @@
 
 Every container is started once and kept warm: no network (``network_mode="none"``), read-only root, a
 tmpfs ``/tmp``, a non-root user, ``cap_drop=ALL``, ``no-new-privileges``, pids/memory/CPU limits and a
-CPU-time ulimit, optionally ``runtime="runsc"`` (gVisor). Inside, ``forkserver.py`` (mounted read-only
-from this package, so host and container always speak the same protocol) listens on a unix socket in a
+CPU-time ulimit, optionally ``runtime="runsc"`` (gVisor). Inside, the ``forkserver`` package (its directory
+mounted read-only from this package, so host and container always speak the same protocol) listens on a unix socket in a
 per-container directory bind-mounted from the host: a call is one request over that persistent stream and
 costs milliseconds, not a ``docker exec`` or ``docker run``. Inside the container the fork server adds
 per-call rlimits, process-group kills, a seccomp filter and a fresh scratch dir.
@@ -30,9 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from gym_nemo.core.errors import MissingDependency, require
-from gym_nemo.sandbox import forkserver
 from gym_nemo.sandbox.base import Limits
 from gym_nemo.sandbox.client import ForkServerBackend, ForkServerClient
+from gym_nemo.sandbox.forkserver.callsetup import build_call_setup
+from gym_nemo.sandbox.forkserver.protocol import read_frame_blocking
 from gym_nemo.sandbox.local import FORKSERVER, runtime_dir, server_digest
 
 DEFAULT_IMAGE = "gym-nemo-sandbox:1"
@@ -194,7 +195,7 @@ class DockerSandbox(ForkServerBackend):
     def _call_setup_library() -> str | None:
         """``callsetup.c`` built on the host (once per version, cached in the runtime dir), for containers."""
         rt = str(runtime_dir())
-        return forkserver.build_call_setup(rt, rt)[0]
+        return build_call_setup(rt, rt)[0]
 
     def _start_container(self, pooled: bool = True) -> _Container:
         from docker.types import Ulimit
@@ -203,7 +204,7 @@ class DockerSandbox(ForkServerBackend):
         server = [
             "python3",
             "-I",
-            "/opt/gym_nemo/forkserver.py",
+            "/opt/gym_nemo/forkserver",
             "--runtime-dir",
             "/tmp",
             "--slots",
@@ -215,7 +216,7 @@ class DockerSandbox(ForkServerBackend):
             # Under Debian's 2022 runsc the whole sandbox died (tests/test_sandbox.py, 12 sessions after the
             # other tests) with call processes forked ahead; forking each on demand, it does not.
             server += ["--ready", "0"]
-        volumes = {str(FORKSERVER): {"bind": "/opt/gym_nemo/forkserver.py", "mode": "ro"}}
+        volumes = {str(FORKSERVER): {"bind": "/opt/gym_nemo/forkserver", "mode": "ro"}}
         library = self._call_setup_library()
         if library:  # built on the host once, not in every container (it needs only glibc >= 2.14)
             volumes[library] = {"bind": "/opt/gym_nemo/callsetup.so", "mode": "ro"}
@@ -244,7 +245,7 @@ class DockerSandbox(ForkServerBackend):
         container.start()
         if client is not None:
             client.sock.settimeout(60)
-            ready = forkserver.read_frame_blocking(client.sock)
+            ready = read_frame_blocking(client.sock)
             if not ready or not ready.get("ready"):
                 self._remove(name)
                 raise RuntimeError(f"the fork server in {name} did not start")

@@ -1,10 +1,10 @@
 """``LocalSandbox``: the embedded default backend, a client of one warm fork-server daemon per machine.
 
-The first ``LocalSandbox`` on a machine starts the daemon (``forkserver.py`` on a unix socket in a private
+The first ``LocalSandbox`` on a machine starts the daemon (the ``forkserver`` package on a unix socket in a private
 runtime directory, guarded by a file lock so concurrent env workers start exactly one); every env process
 on the machine then shares it, so 64 vector-env workers use one pool, not 64. The daemon exits after
 ``idle_exit_s`` seconds without clients. What each call gets (namespaces, chroot, seccomp, uid per slot,
-rlimits, timeouts, output caps) is described in ``forkserver.py``; ``enforced()`` reports what this host
+rlimits, timeouts, output caps) is described in ``forkserver``; ``enforced()`` reports what this host
 actually allows.
 
 Untrusted code runs on a Python 3 whose standard library every uid can read (the one running gym_nemo,
@@ -31,15 +31,17 @@ from gym_nemo.sandbox import forkserver
 from gym_nemo.sandbox.base import Limits
 from gym_nemo.sandbox.client import ForkServerBackend, ForkServerClient
 
-FORKSERVER = Path(forkserver.__file__)
-CALL_SETUP_C = Path(forkserver.CALL_SETUP_C)
+FORKSERVER = Path(forkserver.__file__).parent  # run as a directory: python -I -S FORKSERVER ...
 
 
 def server_digest() -> str:
-    """What the server code is: a daemon or container runs the version it started with."""
-    digest = hashlib.sha256(FORKSERVER.read_bytes())
-    if CALL_SETUP_C.exists():
-        digest.update(CALL_SETUP_C.read_bytes())
+    """What the server code is (every source file of the package, C included): a daemon or container runs
+    the version it started with."""
+    digest = hashlib.sha256()
+    for path in sorted(FORKSERVER.iterdir()):
+        if path.suffix in (".py", ".c", ".h"):
+            digest.update(f"{path.name}\0{path.stat().st_size}\0".encode())
+            digest.update(path.read_bytes())
     return digest.hexdigest()
 
 

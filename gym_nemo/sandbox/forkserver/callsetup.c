@@ -1,10 +1,10 @@
-/* gym_nemo fork server, the parts that run in C where a C compiler is found (see CallSetup in
- * forkserver.py, which compiles and loads this file with ctypes):
+/* gym_nemo fork server, the parts that run in C where a C compiler is found (callsetup.py compiles
+ * and loads this file with ctypes; callsetup.h holds what it shares with the Python side):
  *  - a call process's setup, from fork to the user's code: fork_ready, prepare, receive, apply;
  *  - the zygote's loop that forks them, hands them their calls and reaps them: gn_zygote_serve.
  * Why C: a forked CPython copies every page its Python touches (reference counts are writes), and these
- * steps in Python cost ~300 page faults per call. forkserver.py has the same steps in Python (the
- * fallback); both must stay equivalent, and the test suite runs every sandbox test on both. */
+ * steps in Python cost ~300 page faults per call. call.py and zygote.py have the same steps in Python
+ * (the fallback); both must stay equivalent, and the test suite runs every sandbox test on both. */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
@@ -24,40 +24,20 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define MAX_FDS 8
-#define MAX_PLANS 64
+#include "callsetup.h"
 
-struct gn_mount { const char *source, *target, *fstype; unsigned long flags; const char *data; };
-struct gn_rlimit { int resource; struct rlimit limit; };
-struct gn_plan {
-    const char *msg; size_t msg_len;       /* the request bytes this plan answers */
-    struct gn_mount scratch; int has_scratch;
-    const char *workdir;
-    struct gn_rlimit rlimits[8]; int n_rlimits;
-    int uid;                               /* 0: no switch */
-    int session;                           /* send "R" on fd 3 instead of reading code and marking stderr */
-};
-struct gn_config {
-    int namespaces, own_pidns;
-    const struct gn_mount *mounts; int n_mounts;
-    const char *skeleton;
-    const void *seccomp;                   /* struct sock_fprog *, or NULL */
-    const char *ready_mark; size_t ready_mark_len;
-};
-struct gn_result {                          /* what a call process's Python learns from fork_ready */
-    int stage, error;                       /* the step that failed (0: none) and its errno */
-    ssize_t msg_len;                        /* 0: the zygote hung up before a call came */
-    int plan;                               /* index set by gn_plan_set, or -1 (the Python path goes on) */
-    char *source; size_t source_len;
-};
+/* Their sizes, which the Python side checks against its ctypes structures before it loads this build. */
+const size_t gn_sizeof_gn_mount = sizeof(struct gn_mount), gn_sizeof_gn_rlimit = sizeof(struct gn_rlimit);
+const size_t gn_sizeof_gn_plan = sizeof(struct gn_plan), gn_sizeof_gn_config = sizeof(struct gn_config);
+const size_t gn_sizeof_gn_result = sizeof(struct gn_result);
 
 static const struct gn_config *config;
-static const struct gn_plan *plans[MAX_PLANS];
+static const struct gn_plan *plans[GN_MAX_PLANS];
 struct gn_result gn_result;
-char gn_msg[1 << 16];                       /* where a call's request lands (ZYGOTE_PACKET) */
+char gn_msg[GN_PACKET];                     /* where a call's request lands */
 
 void gn_configure(const struct gn_config *c) { config = c; }
-void gn_plan_set(int index, const struct gn_plan *p) { if (index >= 0 && index < MAX_PLANS) plans[index] = p; }
+void gn_plan_set(int index, const struct gn_plan *p) { if (index >= 0 && index < GN_MAX_PLANS) plans[index] = p; }
 void gn_plans_clear(void) { memset(plans, 0, sizeof plans); }
 
 /* Close every fd >= low: close_range(2), else (older kernels, gVisor) the fds /proc/self/fd lists. */
@@ -96,23 +76,23 @@ static void prepare(int ctl) {
     struct sigaction dfl = {0};
     dfl.sa_handler = SIG_DFL;
     sigaction(SIGCHLD, &dfl, NULL);
-    if (setsid() < 0 || dup3(ctl, 3, O_CLOEXEC) < 0) _exit(120);  /* the zygote hands the call to another */
+    if (setsid() < 0 || dup3(ctl, GN_CTL_FD, O_CLOEXEC) < 0) _exit(120);  /* the zygote hands the call to another */
     close_from(4);
     if (config->namespaces) {
-        if (unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS) < 0) FAIL(3);
+        if (unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS) < 0) FAIL(GN_STAGE_UNSHARE);
         for (int i = 0; i < config->n_mounts; i++) {
             const struct gn_mount *m = &config->mounts[i];
-            if (mount(m->source, m->target, m->fstype, m->flags, m->data) < 0) FAIL(4);
+            if (mount(m->source, m->target, m->fstype, m->flags, m->data) < 0) FAIL(GN_STAGE_READY_MOUNTS);
         }
-        if (chroot(config->skeleton) < 0) FAIL(5);
+        if (chroot(config->skeleton) < 0) FAIL(GN_STAGE_CHROOT);
     }
 failed:;
 }
 
 /* Wait for the call on fd 3: its request, and its fds as 0..n-1. */
-/* One packet from sock into buf, its fds (up to MAX_FDS, close-on-exec) into fds; returns recvmsg's value. */
+/* One packet from sock into buf, its fds (up to GN_MAX_FDS, close-on-exec) into fds; returns recvmsg's value. */
 static ssize_t recv_with_fds(int sock, char *buf, size_t cap, int flags, int *fds, int *n_fds) {
-    char control[CMSG_SPACE(MAX_FDS * sizeof(int))];
+    char control[CMSG_SPACE(GN_MAX_FDS * sizeof(int))];
     struct iovec iov = {buf, cap};
     struct msghdr mh = {0};
     mh.msg_iov = &iov; mh.msg_iovlen = 1; mh.msg_control = control; mh.msg_controllen = sizeof control;
@@ -122,47 +102,48 @@ static ssize_t recv_with_fds(int sock, char *buf, size_t cap, int flags, int *fd
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
         if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
         int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-        for (int i = 0; i < k && *n_fds < MAX_FDS; i++) memcpy(&fds[(*n_fds)++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+        for (int i = 0; i < k && *n_fds < GN_MAX_FDS; i++) memcpy(&fds[(*n_fds)++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
     }
     return got;
 }
 
 static void receive(void) {
-    int fds[MAX_FDS], n;
+    int fds[GN_MAX_FDS], n;
     ssize_t got;
-    do got = recv_with_fds(3, gn_msg, sizeof gn_msg, 0, fds, &n); while (got < 0 && errno == EINTR);
+    do got = recv_with_fds(GN_CTL_FD, gn_msg, sizeof gn_msg, 0, fds, &n); while (got < 0 && errno == EINTR);
     if (got <= 0) { gn_result.msg_len = 0; return; }
     gn_result.msg_len = got;
     for (int i = 0; i < n; i++)  /* they arrive ascending from 4 up: no dup clobbers a later one */
-        if (dup3(fds[i], i, i < 3 ? 0 : O_CLOEXEC) < 0 && gn_result.stage == 0) { gn_result.stage = 6; gn_result.error = errno; }
+        if (dup3(fds[i], i, i < 3 ? 0 : O_CLOEXEC) < 0 && gn_result.stage == 0) { gn_result.stage = GN_STAGE_DUP; gn_result.error = errno; }
     close_from(n);
 }
 
 /* The call's own limits, then (a run) its code from stdin and the ready mark on stderr. */
 static void apply(const struct gn_plan *p) {
-    if (p->has_scratch && mount(p->scratch.source, p->scratch.target, p->scratch.fstype, p->scratch.flags, p->scratch.data) < 0) FAIL(7);
-    if (chdir(p->workdir) < 0) FAIL(8);
+    if (p->has_scratch && mount(p->scratch.source, p->scratch.target, p->scratch.fstype, p->scratch.flags, p->scratch.data) < 0) FAIL(GN_STAGE_SCRATCH);
+    if (chdir(p->workdir) < 0) FAIL(GN_STAGE_CHDIR);
     for (int i = 0; i < p->n_rlimits; i++)
-        if (setrlimit(p->rlimits[i].resource, &p->rlimits[i].limit) < 0) FAIL(9);
-    if (p->uid && (setgroups(0, NULL) < 0 || setgid(p->uid) < 0 || setuid(p->uid) < 0)) FAIL(10);
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) FAIL(11);
-    if (config->seccomp && prctl(PR_SET_SECCOMP, 2 /* SECCOMP_MODE_FILTER */, config->seccomp, 0, 0) < 0) FAIL(12);
+        if (setrlimit(p->rlimits[i].resource, &(struct rlimit){p->rlimits[i].cur, p->rlimits[i].max}) < 0)
+            FAIL(GN_STAGE_RLIMIT);
+    if (p->uid && (setgroups(0, NULL) < 0 || setgid(p->uid) < 0 || setuid(p->uid) < 0)) FAIL(GN_STAGE_UID);
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) FAIL(GN_STAGE_NO_NEW_PRIVS);
+    if (config->seccomp && prctl(PR_SET_SECCOMP, 2 /* SECCOMP_MODE_FILTER */, config->seccomp, 0, 0) < 0) FAIL(GN_STAGE_SECCOMP);
     if (p->session) {
-        if (write(3, "R", 1) != 1) FAIL(13);
+        if (write(GN_CTL_FD, "R", 1) != 1) FAIL(GN_STAGE_WRITE);
         return;
     }
     unsigned char header[4];
-    if (read_exactly(0, (char *)header, 4) < 0) FAIL(14);
+    if (read_exactly(0, (char *)header, 4) < 0) FAIL(GN_STAGE_SOURCE);
     size_t n = ((size_t)header[0] << 24) | (header[1] << 16) | (header[2] << 8) | header[3];
     char *source = malloc(n + 1);
-    if (!source || read_exactly(0, source, n) < 0) FAIL(14);
+    if (!source || read_exactly(0, source, n) < 0) FAIL(GN_STAGE_SOURCE);
     gn_result.source = source; gn_result.source_len = n;
-    if (write(2, config->ready_mark, config->ready_mark_len) != (ssize_t)config->ready_mark_len) FAIL(13);
+    if (write(2, config->ready_mark, config->ready_mark_len) != (ssize_t)config->ready_mark_len) FAIL(GN_STAGE_WRITE);
 failed:;
 }
 
 static int find_plan(const char *msg, size_t len) {
-    for (int i = 0; i < MAX_PLANS; i++)
+    for (int i = 0; i < GN_MAX_PLANS; i++)
         if (plans[i] && plans[i]->msg_len == len && memcmp(plans[i]->msg, msg, len) == 0) return i;
     return -1;
 }
@@ -192,16 +173,16 @@ static pid_t fork_ready(int *ours) {
     return 0;
 }
 
-/* ---------------------------------------------------------------- the zygote's loop (see _zygote_serve)
+/* ---------------------------------------------------------------- the zygote's loop (see zygote.serve)
  * The zygote forks every call: each fork write-protects all its pages, and a Python loop then writes
  * to ~160 of them per call (a page fault and a copy each). This loop touches its own few. Requests of
- * no cached plan and kill requests go back to Python (gn_zygote_serve returns 1), which answers them
- * with gn_hand_off, gn_post, gn_kill_call and gn_drop_pending. In a call process forked here, every
- * one of these returns 2: the caller becomes that call (_ready_child_c). */
+ * no cached plan and kill requests go back to Python (gn_zygote_serve returns GN_SERVE_PYTHON), which
+ * answers them with gn_hand_off, gn_post, gn_kill_call and gn_drop_pending. In a call process forked here, every
+ * one of these returns GN_SERVE_CHILD: the caller becomes that call (call.ready_child_c). */
 
-#define WORKER 3                            /* the zygote's socket to its worker */
+#define WORKER GN_CTL_FD                    /* the zygote's socket to its worker */
 #define MAX_READY 16
-#define CHILD 2
+#define CHILD GN_SERVE_CHILD
 
 struct ready_call { pid_t pid; int fd; };
 struct out { struct out *next; size_t len; char data[]; };
@@ -211,9 +192,9 @@ static int n_ready, want_ready;
 static pid_t *calls;
 static int n_calls, cap_calls;
 static struct out *out_head, *out_tail;
-char gn_pending[1 << 16];                   /* the request being handled, and its fds */
+char gn_pending[GN_PACKET];                  /* the request being handled, and its fds */
 ssize_t gn_pending_len;
-static int pending_fds[MAX_FDS], n_pending_fds;
+static int pending_fds[GN_MAX_FDS], n_pending_fds;
 
 static int call_index(pid_t pid) {
     for (int i = 0; i < n_calls; i++) if (calls[i] == pid) return i;
@@ -288,7 +269,7 @@ int gn_hand_off(void) {
             if (r.pid == 0) return CHILD;
             if (r.pid < 0) { error = errno; break; }
         }
-        char control[CMSG_SPACE(MAX_FDS * sizeof(int))];
+        char control[CMSG_SPACE(GN_MAX_FDS * sizeof(int))];
         struct iovec iov = {gn_pending, (size_t)gn_pending_len};
         struct msghdr mh = {0};
         mh.msg_iov = &iov; mh.msg_iovlen = 1;
@@ -383,7 +364,8 @@ static void reap(void) {
     if ((exits || orphans) && !config->namespaces) sweep_orphans();
 }
 
-/* Serve the worker until a request needs Python (1), or (2) in a call process forked here. The
+/* Serve the worker until a request needs Python (GN_SERVE_PYTHON), or in a call process forked here
+ * (GN_SERVE_CHILD). The
  * worker hanging up ends the zygote and its calls. */
 int gn_zygote_serve(int wake, int ready_calls) {
     want_ready = ready_calls < MAX_READY ? ready_calls : MAX_READY;
@@ -405,7 +387,7 @@ int gn_zygote_serve(int wake, int ready_calls) {
             _exit(0);
         }
         gn_pending_len = got;
-        if (find_plan(gn_pending, (size_t)got) < 0) return 1;
+        if (find_plan(gn_pending, (size_t)got) < 0) return GN_SERVE_PYTHON;
         if (gn_hand_off() == CHILD) return CHILD;
     }
 }
