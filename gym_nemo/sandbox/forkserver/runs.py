@@ -13,14 +13,26 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from .eventloop import EventLoop
 from .limits import limits_for
 from .protocol import HEADER, INFRA_MARK, READY_MARK
 
-if TYPE_CHECKING:
-    from .worker import Server
+
+class Server(Protocol):
+    """What a run needs of its worker (``worker.Server``), named here so this module does not import it."""
+
+    loop: EventLoop
+    zygote: Any  # worker.ZygoteHandle: spawn(spec, fds, on_exit) -> pid, kill(pid), on_exit
+
+    def uid_for(self, index: int) -> int | None: ...
+
+    def make_scratch(self, uid: int | None) -> str | None: ...
+
+    def drop_scratch(self, scratch: str | None) -> None: ...
+
+    def end_session(self, sid: str) -> None: ...
 
 
 class _StdinFeeder:
