@@ -12,6 +12,15 @@ import gymnasium as gym
 #: (default 8) first and says so in the observation; raise both to allow longer episodes, e.g.
 #: ``gym.make(id, max_turns=100, max_episode_steps=100)``.
 MAX_EPISODE_STEPS = 64
+#: Worlds and games play longer episodes; each env truncates at its own ``max_turns`` (100 by default) first.
+GAME_EPISODE_STEPS = 256
+#: ``nemo/<name>-v0`` -> the Gymnasium toy-text world it wraps (``gym_nemo.envs.gym_text``).
+TOY_TEXT_WORLDS = {
+    "FrozenLake": "FrozenLake-v1",
+    "Taxi": "Taxi-v4",
+    "CliffWalking": "CliffWalking-v1",
+    "Blackjack": "Blackjack-v1",
+}
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,20 @@ ENVS: dict[str, EnvEntry] = {
         entry_point="gym_nemo.envs.target_char:TargetCharEnv",
         summary="toy: reply with one letter repeated; reward = share of that letter (learnable by a tiny model)",
     ),
+    "nemo/GymText-v0": EnvEntry(
+        entry_point="gym_nemo.envs.gym_text:GymTextEnv",
+        summary="any Gymnasium env with a Discrete/MultiDiscrete action space (env_id=..., **its kwargs) as text",
+        max_episode_steps=GAME_EPISODE_STEPS,
+    ),
+    **{
+        f"nemo/{name}-v0": EnvEntry(
+            entry_point="gym_nemo.envs.gym_text:GymTextEnv",
+            summary=f"Gymnasium's {world} as text, readable action names; reward: the world's, per step",
+            kwargs={"env_id": world},
+            max_episode_steps=GAME_EPISODE_STEPS,
+        )
+        for name, world in TOY_TEXT_WORLDS.items()
+    },
     "nemo/MCP-v0": EnvEntry(
         entry_point="gym_nemo.envs.mcp:MCPEnv",
         summary="the tools of any MCP stdio server (rows name the server) with verifiers on answer or final state",
