@@ -10,11 +10,10 @@ in ``reward_mode="dense"`` it costs the format penalty. The world's reward, term
 through unchanged on every step (``info["reward_components"]["world"]``); the declared ``reward_range`` is the
 world's (negative or above 1 where the world pays so), lowered by the format penalty in dense mode.
 
-Tasks are world seeds: task ``i`` of the pool (``num_tasks`` of them, ids ``"<env_id>/seed-<i>"``) resets the
-world with seed ``i``, so ``reset(seed=s)`` picks a task reproducibly and an episode replays exactly from its
-task row and actions (``gym-nemo reverify``). The toy-text worlds (``nemo/FrozenLake-v0``, ``nemo/Taxi-v0``,
-``nemo/CliffWalking-v0``, ``nemo/Blackjack-v0``) have readable action names and a reference script per task:
-the actions a planner takes in that seeded episode (value iteration; Blackjack hits below 17).
+Tasks, seeds, replay and the reward contract are :mod:`gym_nemo.envs.game`'s. The toy-text worlds
+(``nemo/FrozenLake-v0``, ``nemo/Taxi-v0``, ``nemo/CliffWalking-v0``, ``nemo/Blackjack-v0``) have readable action
+names and a reference script per task: the actions a planner takes in that seeded episode (value iteration;
+Blackjack hits below 17).
 
 Note for worlds that charge per step (Taxi, CliffWalking): an unplayed message does not step the world, so it
 costs nothing there in sparse mode; use ``reward_mode="dense"`` when training, or a ``format_penalty`` at least
@@ -32,10 +31,11 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-from gymnasium.error import ResetNeeded
+from gymnasium.envs.registration import load_env_creator
 
-from gym_nemo.core.env import FORMAT_PENALTY, TextEnv, _sanitize
-from gym_nemo.core.task import Task, TaskSource, input_messages
+from gym_nemo.core.env import FORMAT_PENALTY
+from gym_nemo.core.task import TaskSource
+from gym_nemo.envs.game import GameEnv, seed_rows, split_kwargs
 from gym_nemo.envs.gym_text_worlds import WORLDS, Describer, plan_references, strip_ansi
 
 DEFAULT_WORLD = "FrozenLake-v1"
@@ -45,47 +45,20 @@ SYSTEM_PROMPT = (
     "reply with exactly one action, its name or its number, inside <action></action> tags."
 )
 _ACTION_TAG = re.compile(r"<action>(.*?)</action>", re.IGNORECASE | re.DOTALL)
-#: Keyword arguments that belong to this env (and TextEnv), not to the world.
-_OWN_KWARGS = frozenset(
-    {
-        "data",
-        "task_ids",
-        "max_turns",
-        "max_attempts",
-        "reward_mode",
-        "system_prompt",
-        "max_action_chars",
-        "max_observation_chars",
-        "render_mode",
-    }
-)
 _ROWS: dict[str, tuple[dict[str, Any], ...]] = {}
 
 
 def world_rows(env_id: str, num_tasks: int, world_kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], ...]:
     """Task rows for world seeds ``0..num_tasks-1`` (cached), each with its reference script if one exists."""
-    if num_tasks < 1:
-        raise ValueError("num_tasks must be >= 1")
     key = json.dumps([env_id, num_tasks, world_kwargs], sort_keys=True, default=repr)
     if key not in _ROWS:
         world = WORLDS.get(env_id)
         intro = world.intro if world else f"You are playing the Gymnasium environment {env_id}."
-        spec = gym.spec(env_id)
-        max_steps = spec.max_episode_steps or 200
+        max_steps = gym.spec(env_id).max_episode_steps or 200
         scripts = plan_references(env_id, dict(world_kwargs), range(num_tasks), max_steps)
-        _ROWS[key] = tuple(
-            {
-                "responses_create_params": {"input": [{"role": "user", "content": intro}]},
-                "verifier_metadata": {
-                    "task_id": f"{env_id}/seed-{seed}",
-                    "world": env_id,
-                    "world_kwargs": json.loads(json.dumps(dict(world_kwargs), default=repr)),
-                    "world_seed": seed,
-                    **({"reference_actions": script} if script is not None else {}),
-                },
-            }
-            for seed, script in zip(range(num_tasks), scripts, strict=True)
-        )
+        references = [None if s is None else [f"<action>{a}</action>" for a in s] for s in scripts]
+        meta = {"world_kwargs": json.loads(json.dumps(dict(world_kwargs), default=repr))}
+        _ROWS[key] = seed_rows(env_id, intro, num_tasks, meta, references)
     return _ROWS[key]
 
 
@@ -95,7 +68,7 @@ def _action_text(space: spaces.Space, action: Any) -> str:
     return str(int(action))
 
 
-class GymTextEnv(TextEnv):
+class GymTextEnv(GameEnv):
     """A Gymnasium env as a text env; see the module docstring.
 
     Args (beyond :class:`TextEnv`'s; every other keyword goes to ``gym.make(env_id, ...)``):
@@ -111,7 +84,6 @@ class GymTextEnv(TextEnv):
 
     verifier_name = "gym_text"
     verifier_version = "1"
-    default_max_turns = 100
     default_system_prompt = SYSTEM_PROMPT
 
     def __init__(
@@ -126,41 +98,39 @@ class GymTextEnv(TextEnv):
         intro: str | None = None,
         **kwargs: Any,
     ) -> None:
-        own = {k: v for k, v in kwargs.items() if k in _OWN_KWARGS}
-        self.world_kwargs = {k: v for k, v in kwargs.items() if k not in _OWN_KWARGS}
-        if own.get("max_attempts", 1) != 1:
-            raise TypeError("max_attempts does not apply to nemo/GymText-v0: every step of the world is rewarded")
+        own, self.world_kwargs = split_kwargs(kwargs)
         known = WORLDS.get(env_id)
         self.world_id = env_id
         self.describer = describer or (known.describer if known else None)
-        render_mode = None if self.describer is not None else "ansi"
-        self.world = gym.make(env_id, render_mode=render_mode, **self.world_kwargs)
-        if self.describer is None and "ansi" not in self.world.metadata.get("render_modes", ()):
-            self.world.close()
+        if self.describer is None and "ansi" not in _render_modes(env_id):
             raise ValueError(f"{env_id} has no 'ansi' render mode: pass describer=callable(world, observation) -> str")
-        space = self.world.action_space
-        if isinstance(space, spaces.Discrete):
-            n = int(space.n)
-            names = tuple(action_names) if action_names is not None else (known.action_names if known else None)
-            if names is not None and len(names) != n:
-                raise ValueError(f"{env_id} has {n} actions; got {len(names)} action names")
-            self.action_names = tuple(str(a).strip().lower() for a in names) if names else None
-        elif isinstance(space, spaces.MultiDiscrete):
-            if action_names is not None:
-                raise ValueError("action_names apply to Discrete action spaces only")
-            self.action_names = None
-        else:
+        self.world = gym.make(env_id, render_mode=None if self.describer else "ansi", **self.world_kwargs)
+        try:
+            self.action_names = self._names(action_names, known)
+        except ValueError:
             self.world.close()
-            raise ValueError(f"{env_id} has a {type(space).__name__} action space; only Discrete/MultiDiscrete work")
-        self.format_penalty = float(format_penalty)
-        self.num_tasks = num_tasks
+            raise
         self.intro = intro
         if own.get("data") is None:
             own["data"] = world_rows(env_id, num_tasks, self.world_kwargs)
-        super().__init__(**own)
-        lo, hi = reward_range or (known.reward_range if known else (-math.inf, math.inf))
-        self.reward_range = (lo - (self.format_penalty if self.reward_mode == "dense" else 0.0), hi)
+        bounds = reward_range or (known.reward_range if known else (-math.inf, math.inf))
+        super().__init__(reward_range=bounds, format_penalty=format_penalty, **own)
         self._world_obs: Any = None
+
+    def _names(self, action_names: Sequence[str] | None, known: Any) -> tuple[str, ...] | None:
+        space = self.world.action_space
+        if isinstance(space, spaces.MultiDiscrete):
+            if action_names is not None:
+                raise ValueError("action_names apply to Discrete action spaces only")
+            return None
+        if not isinstance(space, spaces.Discrete):
+            raise ValueError(f"{self.world_id} has a {type(space).__name__} action space; Discrete/MultiDiscrete only")
+        names = action_names if action_names is not None else (known.action_names if known else None)
+        if names is None:
+            return None
+        if len(names) != int(space.n):
+            raise ValueError(f"{self.world_id} has {int(space.n)} actions; got {len(names)} action names")
+        return tuple(str(a).strip().lower() for a in names)
 
     @classmethod
     def load_tasks(
@@ -173,7 +143,7 @@ class GymTextEnv(TextEnv):
         **kwargs: Any,
     ) -> TaskSource:
         if data is None:
-            world_kwargs = {k: v for k, v in kwargs.items() if k not in _OWN_KWARGS and k not in _THIS_ENV_KWARGS}
+            world_kwargs = {k: v for k, v in split_kwargs(kwargs)[1].items() if k not in _THIS_ENV_KWARGS}
             data = world_rows(env_id, num_tasks, world_kwargs)
         return super().load_tasks(data, task_ids)
 
@@ -181,29 +151,17 @@ class GymTextEnv(TextEnv):
     def bundled_rows(cls) -> Sequence[Mapping[str, Any]]:
         return world_rows(DEFAULT_WORLD, DEFAULT_NUM_TASKS, {})
 
-    @classmethod
-    def row_to_task(cls, row: Mapping[str, Any], index: int) -> Task:
-        meta = row.get("verifier_metadata") or {}
-        seed = meta.get("world_seed")
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"task row {index}: verifier_metadata.world_seed must be a non-negative integer")
-        script = meta.get("reference_actions")
-        reference = None if not script else tuple(f"<action>{a}</action>" for a in script)
-        return Task(
-            task_id=str(meta.get("task_id") or f"seed-{seed}"),
-            messages=tuple(input_messages(row)),
-            hidden={"world_seed": seed},
-            row=row,
-            reference=reference,
-        )
-
     # ------------------------------------------------------------------ the world as text
     def legal_actions(self) -> str:
         """The legal actions, as the observation lists them."""
         space = self.world.action_space
         if isinstance(space, spaces.MultiDiscrete):
-            ranges = ", ".join(f"0-{int(n) - 1}" for n in space.nvec.ravel())
-            return f"Legal actions: one index per dimension, space-separated ({ranges}), e.g. <action>{'0 ' * (len(space.nvec.ravel()) - 1)}0</action>."
+            nvec = space.nvec.ravel()
+            ranges = ", ".join(f"0-{int(n) - 1}" for n in nvec)
+            example = " ".join("0" for _ in nvec)
+            return (
+                f"Legal actions: one index per dimension, space-separated ({ranges}), e.g. <action>{example}</action>."
+            )
         start = int(space.start)
         if self.action_names is None:
             return f"Legal actions: an integer from {start} to {start + int(space.n) - 1}."
@@ -236,77 +194,26 @@ class GymTextEnv(TextEnv):
         where = "inside your <action></action> tag" if tags else "as your message"
         return None, f"{shown!r} {where} is not a legal action. {self.legal_actions()}"
 
-    # ------------------------------------------------------------------ gymnasium API
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
-        """Pick a task (a world seed) as every TextEnv does, reset the world with it, and show its state."""
-        _, info = super().reset(seed=seed, options=options)
-        assert self._task is not None
-        world_seed = int(self._task.hidden["world_seed"])
-        self._world_obs, world_info = self.world.reset(seed=world_seed)
-        intro = self._messages[-1]["content"] if self.intro is None else self.intro
-        self._messages[-1]["content"] = f"{intro}\n\n{self.describe()}\n\n{self.legal_actions()}"
-        info.update(messages=self.messages, world_seed=world_seed, world_info=_jsonable(world_info))
-        observation = "\n\n".join(m["content"] for m in self._messages)
-        return self._cap(observation), info
+    # ------------------------------------------------------------------ GameEnv hooks
+    def start(self, world_seed: int) -> str:
+        self._world_obs, _ = self.world.reset(seed=world_seed)
+        if self.intro is not None:
+            self._messages[-1]["content"] = self.intro
+        return f"{self.describe()}\n\n{self.legal_actions()}"
 
-    def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
-        if self._task is None:
-            raise ResetNeeded("call reset() before step()")
-        if self._done:
-            raise ResetNeeded("the episode is over; call reset() before step()")
-        self._turn += 1
-        text, note = _sanitize(action)
-        self._messages.append({"role": "assistant", "content": text})
-        info: dict[str, Any] = {"turn": self._turn, "task_id": self._task.task_id}
-        components: dict[str, float] = {}
-        terminated = truncated = False
-        penalty = self.format_penalty if self.reward_mode == "dense" else 0.0
-        if len(text) > self.max_action_chars:
-            reply = (
-                f"[error] Your message is {len(text):,} characters long; the limit is {self.max_action_chars:,}. "
-                f"It was not played. {self.legal_actions()}"
-            )
-            components["format"] = -penalty
-        else:
-            world_action, why = self.parse_action(text)
-            if world_action is None:
-                reply, components["format"] = f"[error] {why}", -penalty
-            else:
-                reply, terminated, truncated = self._play(world_action, components, info)
-        if note is not None:
-            reply = f"[note] {note}.\n{reply}"
-        if not (terminated or truncated) and self._turn >= self.max_turns:
-            truncated = True
-            reply = f"{reply}\n\n[turn limit of {self.max_turns} reached; the episode ends]"
-        self._messages.append({"role": "user", "content": reply})
-        lo, hi = self.reward_range
-        reward = float(min(max(sum(components.values()), lo), hi))
-        self._return += reward
-        self._done = terminated or truncated
-        info.update(reward_components=components, episode_return=self._return, messages=self.messages)
-        if self._done:
-            info["task_row"] = dict(self._task.row)
-            info["versions"] = self.versions()
-        self._render_if_human()
-        return self._cap(reply), reward, terminated, truncated, info
-
-    def _play(self, world_action: Any, components: dict[str, float], info: dict[str, Any]) -> tuple[str, bool, bool]:
-        """Step the world; a world that raises or pays a non-finite reward is an infrastructure error."""
-        try:
-            self._world_obs, world_reward, terminated, truncated, world_info = self.world.step(world_action)
-            world_reward = float(world_reward)
-            if not math.isfinite(world_reward):
-                raise ValueError(f"the world paid a non-finite reward {world_reward!r}")
-            state = self.describe()
-        except Exception as exc:  # the world's failure, not the policy's
-            info["infra_error"] = f"{self.world_id} failed: {type(exc).__name__}: {exc}"
-            return f"[infrastructure error] {info['infra_error']}", False, True
-        components["world"] = world_reward
-        info.update(world_action=_action_text(self.world.action_space, world_action), world_info=_jsonable(world_info))
+    def play(self, message: str, components: dict[str, float], info: dict[str, Any]) -> tuple[str, bool, bool]:
+        world_action, why = self.parse_action(message)
+        if world_action is None:
+            components["format"] = -self.penalty
+            return f"[error] {why}", False, False
+        self._world_obs, world_reward, terminated, truncated, world_info = self.world.step(world_action)
+        components["world"] = float(world_reward)
+        state = self.describe()
         played = _action_text(self.world.action_space, world_action)
+        info.update(world_action=played, world_info=_jsonable(world_info))
         if self.action_names is not None:
             played = self.action_names[int(world_action) - int(self.world.action_space.start)]
-        reward_text = f"{world_reward:g}"
+        reward_text = f"{float(world_reward):g}"
         if terminated or truncated:
             how = "the episode is over" if terminated else "the world's step limit is reached"
             return f"You played {played}. Reward {reward_text}; {how}.\n\n{state}", bool(terminated), bool(truncated)
@@ -322,6 +229,13 @@ class GymTextEnv(TextEnv):
 
 #: Keyword arguments of ``GymTextEnv.__init__`` that are not the world's (``load_tasks`` filters them out).
 _THIS_ENV_KWARGS = frozenset({"action_names", "describer", "reward_range", "format_penalty", "intro"})
+
+
+def _render_modes(env_id: str) -> Sequence[str]:
+    """The render modes a registered env declares (read from its class, without building it)."""
+    entry_point = gym.spec(env_id).entry_point
+    creator = load_env_creator(entry_point) if isinstance(entry_point, str) else entry_point
+    return getattr(creator, "metadata", {}).get("render_modes", ())
 
 
 def _jsonable(info: Mapping[str, Any]) -> dict[str, Any]:
