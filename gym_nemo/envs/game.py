@@ -43,14 +43,15 @@ TEXT_ENV_KWARGS = frozenset(
 def seed_rows(
     world: str, intro: str, num_tasks: int, meta: Mapping[str, Any], references: Sequence[Sequence[str] | None] = ()
 ) -> tuple[dict[str, Any], ...]:
-    """Task rows for world seeds ``0..num_tasks-1``: the intro as the prompt, ``meta`` and the seed in
+    """Task rows for world seeds ``0..num_tasks-1``: the intro (headed by the world and seed, so every task's
+    prompt differs: the trainer adapters find tasks by prompt) as the prompt, ``meta`` and the seed in
     ``verifier_metadata``, and the reference script of seed ``i`` (its messages, in order) where given."""
     if num_tasks < 1:
         raise ValueError("num_tasks must be >= 1")
     references = list(references) or [None] * num_tasks
     return tuple(
         {
-            "responses_create_params": {"input": [{"role": "user", "content": intro}]},
+            "responses_create_params": {"input": [{"role": "user", "content": f"[{world}, seed {seed}]\n{intro}"}]},
             "verifier_metadata": {
                 "task_id": f"{world}/seed-{seed}",
                 "world": world,

@@ -48,12 +48,15 @@ _ACTION_TAG = re.compile(r"<action>(.*?)</action>", re.IGNORECASE | re.DOTALL)
 _ROWS: dict[str, tuple[dict[str, Any], ...]] = {}
 
 
-def world_rows(env_id: str, num_tasks: int, world_kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], ...]:
+def world_rows(
+    env_id: str, num_tasks: int, world_kwargs: Mapping[str, Any], intro: str | None = None
+) -> tuple[dict[str, Any], ...]:
     """Task rows for world seeds ``0..num_tasks-1`` (cached), each with its reference script if one exists."""
-    key = json.dumps([env_id, num_tasks, world_kwargs], sort_keys=True, default=repr)
+    key = json.dumps([env_id, num_tasks, world_kwargs, intro], sort_keys=True, default=repr)
     if key not in _ROWS:
         world = WORLDS.get(env_id)
-        intro = world.intro if world else f"You are playing the Gymnasium environment {env_id}."
+        if intro is None:
+            intro = world.intro if world else f"You are playing the Gymnasium environment {env_id}."
         max_steps = gym.spec(env_id).max_episode_steps or 200
         scripts = plan_references(env_id, dict(world_kwargs), range(num_tasks), max_steps)
         references = [None if s is None else [f"<action>{a}</action>" for a in s] for s in scripts]
@@ -110,9 +113,8 @@ class GymTextEnv(GameEnv):
         except ValueError:
             self.world.close()
             raise
-        self.intro = intro
         if own.get("data") is None:
-            own["data"] = world_rows(env_id, num_tasks, self.world_kwargs)
+            own["data"] = world_rows(env_id, num_tasks, self.world_kwargs, intro)
         bounds = reward_range or (known.reward_range if known else (-math.inf, math.inf))
         super().__init__(reward_range=bounds, format_penalty=format_penalty, **own)
         self._world_obs: Any = None
@@ -140,11 +142,12 @@ class GymTextEnv(GameEnv):
         *,
         env_id: str = DEFAULT_WORLD,
         num_tasks: int = DEFAULT_NUM_TASKS,
+        intro: str | None = None,
         **kwargs: Any,
     ) -> TaskSource:
         if data is None:
             world_kwargs = {k: v for k, v in split_kwargs(kwargs)[1].items() if k not in _THIS_ENV_KWARGS}
-            data = world_rows(env_id, num_tasks, world_kwargs)
+            data = world_rows(env_id, num_tasks, world_kwargs, intro)
         return super().load_tasks(data, task_ids)
 
     @classmethod
@@ -197,8 +200,6 @@ class GymTextEnv(GameEnv):
     # ------------------------------------------------------------------ GameEnv hooks
     def start(self, world_seed: int) -> str:
         self._world_obs, _ = self.world.reset(seed=world_seed)
-        if self.intro is not None:
-            self._messages[-1]["content"] = self.intro
         return f"{self.describe()}\n\n{self.legal_actions()}"
 
     def play(self, message: str, components: dict[str, float], info: dict[str, Any]) -> tuple[str, bool, bool]:
@@ -228,7 +229,7 @@ class GymTextEnv(GameEnv):
 
 
 #: Keyword arguments of ``GymTextEnv.__init__`` that are not the world's (``load_tasks`` filters them out).
-_THIS_ENV_KWARGS = frozenset({"action_names", "describer", "reward_range", "format_penalty", "intro"})
+_THIS_ENV_KWARGS = frozenset({"action_names", "describer", "reward_range", "format_penalty"})
 
 
 def _render_modes(env_id: str) -> Sequence[str]:
