@@ -3,7 +3,8 @@
 A task is a world seed: task ``i`` of the pool (``num_tasks`` of them, ids ``"<world>/seed-<i>"``) starts the
 world with seed ``i``, so ``reset(seed=s)`` picks a task reproducibly and an episode replays exactly from its
 task row and its actions (``gym-nemo reverify``). Every assistant message is one move: the world's reward,
-termination and truncation come through on every step (``info["reward_components"]["world"]``); a message that
+termination and truncation come through on every step (``info["reward_components"]["world"]``), and the last
+step's ``info["verdict"]`` says whether the game was won (``passed``) and the return; a message that
 is not a move (empty, oversized, unparseable for the world) is not played, the observation says why, and in
 ``reward_mode="dense"`` it costs ``format_penalty``. A world that raises is an infrastructure error
 (``truncated=True`` + ``info["infra_error"]``), never a score. ``reward_range`` is the world's own (negative or
@@ -108,7 +109,9 @@ class GameEnv(TextEnv):
 
     def play(self, message: str, components: dict[str, float], info: dict[str, Any]) -> tuple[str, bool, bool]:
         """Play one message: set ``components["world"]`` (a move) or ``components["format"]`` (not a move, with
-        ``-self.penalty``); return the reply, terminated, truncated. Raising is an infrastructure error."""
+        ``-self.penalty``); return the reply, terminated, truncated. Raising is an infrastructure error. On the
+        last step, ``info["won"]`` says whether the game was won (default: terminated with a positive reward);
+        it becomes ``info["verdict"]["passed"]`` (pass@k in evaluations)."""
         raise NotImplementedError
 
     @property
@@ -171,6 +174,16 @@ class GameEnv(TextEnv):
         self._return += reward
         self._done = terminated or truncated
         info.update(reward_components=components, episode_return=self._return, messages=self.messages)
+        if self._done and "infra_error" not in info:
+            won = bool(info.pop("won", terminated and components.get("world", 0.0) > 0))
+            outcome = "won" if won else "ended" if terminated else "cut off"
+            info["verdict"] = {
+                "reward": self._return,
+                "passed": won,
+                "fraction": float(won),
+                "reason": f"the episode {outcome} with return {self._return:g}",
+                "verifier": f"{self.verifier_name}@{self.verifier_version}",
+            }
         if self._done:
             info["task_row"] = dict(self._task.row)
             info["versions"] = self.versions()

@@ -104,6 +104,7 @@ class GymTextEnv(GameEnv):
         own, self.world_kwargs = split_kwargs(kwargs)
         known = WORLDS.get(env_id)
         self.world_id = env_id
+        self.ends_only_when_solved = bool(known and known.ends_only_when_solved)
         self.describer = describer or (known.describer if known else None)
         if self.describer is None and "ansi" not in _render_modes(env_id):
             raise ValueError(f"{env_id} has no 'ansi' render mode: pass describer=callable(world, observation) -> str")
@@ -215,6 +216,8 @@ class GymTextEnv(GameEnv):
         if self.action_names is not None:
             played = self.action_names[int(world_action) - int(self.world.action_space.start)]
         reward_text = f"{float(world_reward):g}"
+        if terminated and self.ends_only_when_solved:
+            info["won"] = True
         if terminated or truncated:
             how = "the episode is over" if terminated else "the world's step limit is reached"
             return f"You played {played}. Reward {reward_text}; {how}.\n\n{state}", bool(terminated), bool(truncated)

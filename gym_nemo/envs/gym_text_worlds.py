@@ -85,6 +85,8 @@ class World:
     describer: Describer | None
     reward_range: tuple[float, float]
     intro: str
+    #: The world ends only when it is solved (Taxi, CliffWalking); else a win is ending on a positive reward.
+    ends_only_when_solved: bool = False
 
 
 WORLDS: dict[str, World] = {
@@ -108,6 +110,7 @@ WORLDS: dict[str, World] = {
         (-10.0, 20.0),
         "Drive the taxi to the passenger, pick them up, drive to the destination and drop them off. "
         "Reward -1 per step, +20 for a delivery, -10 for a pickup or dropoff in the wrong place.",
+        ends_only_when_solved=True,
     ),
     "CliffWalking-v1": World(
         ("up", "right", "down", "left"),
@@ -115,6 +118,7 @@ WORLDS: dict[str, World] = {
         (-100.0, -1.0),
         "Walk from the start (bottom left) to the target T (bottom right) without stepping off the cliff C. "
         "Reward -1 per step, -100 for falling off the cliff (you are sent back to the start).",
+        ends_only_when_solved=True,
     ),
     "Blackjack-v1": World(
         ("stick", "hit"),

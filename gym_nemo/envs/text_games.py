@@ -30,6 +30,7 @@ import re
 import shutil
 import tempfile
 import threading
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -144,6 +145,7 @@ class TextArenaEnv(GameEnv):
             if done:
                 rewards, game_info = self.game.close()
                 components["world"] = float((rewards or {}).get(0, 0.0))
+                info["won"] = components["world"] >= 1.0
                 reason = (game_info or {}).get(0, {}).get("reason")
                 info["game_info"] = json.loads(json.dumps((game_info or {}).get(0, {}), default=repr))
                 reply = f"{reply}\n[game over] {reason or ''} Reward {components['world']:g}.".strip()
@@ -260,8 +262,10 @@ class TextWorldEnv(GameEnv):
         if self._game is not None:
             self._game.close()
         infos = textworld.EnvInfos(admissible_commands=True, score=True, max_score=True, won=True, lost=True)
-        self._game = textworld.start(str(self.game_file(world_seed)), request_infos=infos)
-        state = self._game.reset()
+        with warnings.catch_warnings():  # jericho warns that TextWorld's own games are "not fully supported"
+            warnings.filterwarnings("ignore", message=".*is not fully supported.*")
+            self._game = textworld.start(str(self.game_file(world_seed)), request_infos=infos)
+            state = self._game.reset()
         self._score = int(state.score)
         return self._state_text(state)
 
@@ -278,6 +282,7 @@ class TextWorldEnv(GameEnv):
         info["command"] = command
         text = self._state_text(state)
         if done:
+            info["won"] = bool(state["won"])
             outcome = "you won" if state["won"] else "you lost" if state["lost"] else "the game ended"
             return f"{text}\n\n[game over] {outcome}.", True, False
         return text, False, False
