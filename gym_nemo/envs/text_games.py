@@ -65,6 +65,48 @@ def hanoi_moves(disks: int, source: str = "A", spare: str = "B", target: str = "
     ]
 
 
+class _OwnRandom:
+    """A private generator state for code that draws from Python's and numpy's global ``random`` (TextArena)."""
+
+    def __init__(self, seed: int) -> None:
+        with _GLOBAL_RANDOM:
+            saved = random.getstate(), np.random.get_state()
+            random.seed(seed)
+            np.random.seed(seed)
+            self.state = random.getstate(), np.random.get_state()
+            random.setstate(saved[0])
+            np.random.set_state(saved[1])
+
+    @contextmanager
+    def active(self) -> Iterator[None]:
+        """Swap this state in for one call (under a lock: other threads' envs wait)."""
+        with _GLOBAL_RANDOM:
+            saved = random.getstate(), np.random.get_state()
+            random.setstate(self.state[0])
+            np.random.set_state(self.state[1])
+            try:
+                yield
+            finally:
+                self.state = random.getstate(), np.random.get_state()
+                random.setstate(saved[0])
+                np.random.set_state(saved[1])
+
+
+def _textarena_reference(game: str, env: Any, game_kwargs: Mapping[str, Any]) -> list[str] | None:
+    """A winning move list for a freshly reset game whose solution is known (an oracle, for the reference policy)."""
+    state = env.state.game_state
+    if game == "TowerOfHanoi-v0":
+        return hanoi_moves(int(game_kwargs.get("num_disks", 3)))
+    if game == "Mastermind-v0":
+        return [f"[{' '.join(str(d) for d in state['secret_code'])}]"]
+    if game == "GuessTheNumber-v0":
+        return [f"[{state['game_number']}]"]
+    if game == "Sudoku-v0":
+        board = env.game_board
+        return [f"[{r + 1} {c + 1} {env.full_grid[r][c]}]" for r in range(9) for c in range(9) if board[r][c] == 0]
+    return None
+
+
 class TextArenaEnv(GameEnv):
     """One single-player TextArena game; see the module docstring."""
 
@@ -85,7 +127,7 @@ class TextArenaEnv(GameEnv):
         own, self.game_kwargs = split_kwargs(kwargs)
         self.game_id = game
         self.game = textarena.make(f"{game}-raw", **self.game_kwargs)
-        self._random_state: Any = None
+        self._random = _OwnRandom(0)
         if own.get("data") is None:
             own["data"] = textarena_rows(game, num_tasks, self.game_kwargs)
         super().__init__(reward_range=(-1.0, 1.0), format_penalty=format_penalty, **own)
@@ -110,35 +152,18 @@ class TextArenaEnv(GameEnv):
     def bundled_rows(cls) -> Sequence[Mapping[str, Any]]:
         return textarena_rows("Mastermind-v0", DEFAULT_NUM_TASKS, {})
 
-    @contextmanager
-    def _own_random(self) -> Iterator[None]:
-        """Swap this env's generator state into Python's and numpy's global ``random`` for one call."""
-        with _GLOBAL_RANDOM:
-            saved = random.getstate(), np.random.get_state()
-            if self._random_state is not None:
-                random.setstate(self._random_state[0])
-                np.random.set_state(self._random_state[1])
-            try:
-                yield
-            finally:
-                self._random_state = random.getstate(), np.random.get_state()
-                random.setstate(saved[0])
-                np.random.set_state(saved[1])
-
     def _observations(self) -> str:
         _, messages = self.game.get_observation()
         return "\n".join(str(text) for sender, text, kind in messages if getattr(kind, "name", "") != "PLAYER_ACTION")
 
     def start(self, world_seed: int) -> str:
-        self._random_state = None
-        with self._own_random():
-            random.seed(world_seed)
-            np.random.seed(world_seed)
+        self._random = _OwnRandom(world_seed)
+        with self._random.active():
             self.game.reset(num_players=1, seed=world_seed)
             return self._observations()
 
     def play(self, message: str, components: dict[str, float], info: dict[str, Any]) -> tuple[str, bool, bool]:
-        with self._own_random():
+        with self._random.active():
             done, _ = self.game.step(message)
             reply = self._observations()
             components["world"] = 0.0
@@ -155,13 +180,25 @@ class TextArenaEnv(GameEnv):
         return {**super().versions(), "world": f"textarena/{self.game_id}"}
 
 
+_TEXTARENA_ROWS: dict[str, tuple[dict[str, Any], ...]] = {}
+
+
 def textarena_rows(game: str, num_tasks: int, game_kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], ...]:
-    """Task rows for game seeds ``0..num_tasks-1``; Tower of Hanoi rows carry the optimal moves as reference."""
-    references: list[list[str] | None] = []
-    if game == "TowerOfHanoi-v0":
-        references = [hanoi_moves(int(game_kwargs.get("num_disks", 3)))] * num_tasks
-    meta = {"game_kwargs": json.loads(json.dumps(dict(game_kwargs), default=repr))}
-    return seed_rows(f"textarena/{game}", f"TextArena game {game}.", num_tasks, meta, references)
+    """Task rows for game seeds ``0..num_tasks-1`` (cached). Games whose solution is known once reset (Tower of
+    Hanoi, Mastermind, GuessTheNumber, Sudoku) carry a winning move list as reference."""
+    import textarena
+
+    key = json.dumps([game, num_tasks, game_kwargs], sort_keys=True, default=repr)
+    if key not in _TEXTARENA_ROWS:
+        env = textarena.make(f"{game}-raw", **game_kwargs)
+        references = []
+        for seed in range(num_tasks):
+            with _OwnRandom(seed).active():
+                env.reset(num_players=1, seed=seed)
+                references.append(_textarena_reference(game, env, game_kwargs))
+        meta = {"game_kwargs": json.loads(json.dumps(dict(game_kwargs), default=repr))}
+        _TEXTARENA_ROWS[key] = seed_rows(f"textarena/{game}", f"TextArena game {game}.", num_tasks, meta, references)
+    return _TEXTARENA_ROWS[key]
 
 
 # ---------------------------------------------------------------------- TextWorld
