@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from functools import partial
+from typing import ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -13,7 +14,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import gym_nemo
-from gym_nemo.envs.gym_text import GymTextEnv
 from gym_nemo.eval.reverify import replay_rewards
 from gym_nemo.policies import ReferencePolicy
 from gym_nemo.rollout import collect_rollouts
@@ -90,7 +90,7 @@ def test_seeds_pick_tasks_and_worlds_replay_exactly_from_records() -> None:
     assert env.reset(seed=3) == env.reset(seed=3)
     rng = np.random.default_rng(0)
     actions = [f"<action>{int(a)}</action>" for a in rng.integers(0, 4, size=40)]
-    _, info = env.reset(seed=7)
+    env.reset(seed=7)
     rewards, _, _, last = play(env, actions)
     row = {**last["task_row"], "messages": last["messages"], "seed": 7}
     other = gym.make("nemo/FrozenLake-v0")
@@ -112,7 +112,7 @@ def test_blackjack_describes_its_tuple_state() -> None:
 class _Grid(gym.Env):
     """A MultiDiscrete world written here: move (dx, dy) in {0,1,2}^2 - 1 on a 3x3 grid; reward 1 at (2, 2)."""
 
-    metadata = {"render_modes": ["ansi"], "render_fps": 4}
+    metadata: ClassVar[dict] = {"render_modes": ["ansi"], "render_fps": 4}
 
     def __init__(self, render_mode: str | None = None, broken: bool = False) -> None:
         self.render_mode, self.broken = render_mode, broken
@@ -132,7 +132,9 @@ class _Grid(gym.Env):
         return self.pos.copy(), float(done), done, False, {"pos": self.pos}
 
     def render(self):
-        return "\n".join("".join("\x1b[41m@\x1b[0m" if [x, y] == self.pos.tolist() else "." for x in range(3)) for y in range(3))
+        return "\n".join(
+            "".join("\x1b[41m@\x1b[0m" if [x, y] == self.pos.tolist() else "." for x in range(3)) for y in range(3)
+        )
 
 
 gym.register("GymTextTestGrid-v0", entry_point=_Grid, max_episode_steps=20)
@@ -153,7 +155,7 @@ def test_any_gymnasium_env_multidiscrete_with_its_ansi_render() -> None:
 def test_a_world_that_crashes_is_an_infra_error_not_a_score() -> None:
     env = gym.make("nemo/GymText-v0", env_id="GymTextTestGrid-v0", broken=True, num_tasks=1)
     env.reset(seed=0)
-    obs, reward, terminated, truncated, info = env.step("1 1")
+    _, reward, terminated, truncated, info = env.step("1 1")
     assert truncated and not terminated and reward == 0.0
     assert "physics engine crashed" in info["infra_error"] and "verdict" not in info
     env.close()
@@ -194,7 +196,7 @@ actions = st.one_of(
 def test_fuzzed_actions_never_crash(dense_lake, action: str) -> None:
     if dense_lake.unwrapped.task is None or dense_lake.unwrapped._done:
         dense_lake.reset(seed=0)
-    obs, reward, terminated, truncated, info = dense_lake.step(action)
+    obs, reward, _, _, info = dense_lake.step(action)
     assert isinstance(obs, str) and dense_lake.observation_space.contains(obs)
     obs.encode("utf-8")
     lo, hi = dense_lake.unwrapped.reward_range
@@ -205,7 +207,7 @@ def test_fuzzed_actions_never_crash(dense_lake, action: str) -> None:
 @pytest.mark.parametrize("action", [None, 3, b"\xff down", ["left"]])
 def test_non_string_actions(dense_lake, action) -> None:
     dense_lake.reset(seed=0)
-    obs, reward, *_ = dense_lake.step(action)
+    obs, *_ = dense_lake.step(action)
     assert obs.startswith("[note]") or obs.startswith("[error]")
 
 
@@ -235,7 +237,7 @@ def test_token_env_and_token_collector_with_the_tiny_model(policy) -> None:
         reward_mode="dense",
         max_turns=3,
     )
-    records, metrics = collect_token_rollouts(
+    records, _ = collect_token_rollouts(
         envs, policy, 2, env_id="nemo/FrozenLake-v0", sampling=SamplingParams(max_tokens=4, seed=0), progress=False
     )
     envs.close()
