@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 from pathlib import Path
 
@@ -185,3 +186,53 @@ def test_token_level_episodes_through_the_adapters_core(tiny_model_dir) -> None:
     rows = list(task_dataset("nemo/FrozenLake-v0", env_kwargs={"num_tasks": 5}))
     assert len({json.dumps(r["prompt"]) for r in rows}) == 5  # one prompt per task, though the lake is the same
     assert [r["task_id"] for r in rows] == [f"FrozenLake-v1/seed-{i}" for i in range(5)]
+
+
+def test_trl_rollout_func_trains_a_real_grpo_trainer_on_a_world(tiny_model_dir, tmp_path: Path) -> None:
+    pytest.importorskip("trl", reason="the [trl] extra is not installed")
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import GRPOConfig, GRPOTrainer
+
+    from gym_nemo.integrations.trl import EnvRollout, env_reward
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    rollout = EnvRollout("nemo/FrozenLake-v0", env_kwargs={"num_tasks": 4, "max_turns": 2, "reward_mode": "dense"})
+    outputs = []
+
+    def recording_rollout(prompts, trainer):
+        outputs.append(rollout(prompts, trainer))
+        return outputs[-1]
+
+    config = GRPOConfig(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=4,
+        num_generations=2,
+        max_steps=1,
+        max_completion_length=4,
+        learning_rate=1e-3,
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        disable_tqdm=True,
+        seed=0,
+    )
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=[env_reward],
+        args=config,
+        train_dataset=rollout.dataset(),
+        processing_class=tokenizer,
+        rollout_func=recording_rollout,
+    )
+    trainer.train()
+    rollout.close()
+    (out,) = outputs
+    assert out["env_turns"] == [2, 2, 2, 2]  # random text is never a move: both turns are notes, the lake stays put
+    assert out["env_reward"] == [pytest.approx(-0.2)] * 4
+    for ids, mask in zip(out["completion_ids"], out["env_mask"], strict=True):
+        runs = sum(1 for i, m in enumerate(mask) if m == 1 and (i == 0 or mask[i - 1] == 0))
+        assert runs == 2 and "is not a legal action" in tokenizer.decode(
+            [t for t, m in zip(ids, mask, strict=True) if m == 0]
+        )
