@@ -129,13 +129,16 @@ def test_textworld_quest_generated_from_the_seed_offline(tmp_path: Path) -> None
     walkthrough = textworld.start(str(game_file), request_infos=textworld.EnvInfos(policy_commands=True))
     commands = walkthrough.reset()["policy_commands"]
     walkthrough.close()
-    obs, reward, *_ = env.step("")
-    assert reward == 0.0 and obs.startswith("[error]")
+    for hostile in ["", "<action></action>", "<action>  \n</action>", "\x00\x00", "restart", "<action>quit</action>"]:
+        obs, reward, terminated, truncated, info = env.step(hostile)
+        assert reward == 0.0 and obs.startswith("[error]") and not (terminated or truncated), hostile
+    obs, *_ = env.step("ä☃ take " + "go north " * 300)
+    assert "Score 0/1" in obs
     rewards, terminated, _, info = play(env, [f"<action>{c}</action>" for c in commands])
     assert terminated and rewards[-1] == 1.0 and sum(rewards) == 1.0 and info["verdict"]["passed"]
     row = {**info["task_row"], "messages": info["messages"]}
     again = gym.make("nemo/TextWorld-v0", nb_rooms=2, nb_objects=3, quest_length=2, num_tasks=2, cache_dir=tmp_path)
-    assert replay_rewards(again, row) == [0.0, *rewards]  # the cached game, replayed from the record
+    assert replay_rewards(again, row) == [0.0] * 7 + rewards  # the cached game, replayed from the record
     assert len([p for p in tmp_path.iterdir() if not p.name.startswith(".")]) == 1
     env.close()
     again.close()

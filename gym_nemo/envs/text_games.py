@@ -11,7 +11,8 @@ corpus (and Wordle a POS tagger) from the internet when built, and no PyPI packa
 ``nemo/TextWorld-v0`` (``nb_rooms``, ``nb_objects``, ``quest_length``) generates a TextWorld 1.7 quest from the
 task's seed at reset (``tw-make``'s generator and Inform 7 compiler, both inside the wheel; a few seconds per new
 game) and caches the compiled game on disk by its options and seed. Each message is one command (the last
-``<action>`` tag, else the first line); the observation is the game's text and the admissible commands. The
+``<action>`` tag, else the first line; the interpreter's own ``save``, ``restore``, ``restart``, ``quit``,
+``script`` and ``undo`` are refused, not played); the observation is the game's text and the admissible commands. The
 reward is TextWorld's score change on each step (1 when the quest is done).
 
 Both games keep their randomness per env: TextArena draws from Python's global ``random``, so each env's
@@ -52,6 +53,8 @@ TEXTWORLD_SYSTEM_PROMPT = (
 )
 _GLOBAL_RANDOM = threading.Lock()
 _ACTION_TAG = re.compile(r"<action>(.*?)</action>", re.IGNORECASE | re.DOTALL)
+#: Interpreter commands that would restart, end, save or transcribe the game instead of playing it.
+_META_COMMANDS = frozenset({"save", "restore", "restart", "quit", "q", "script", "unscript", "noscript", "undo"})
 
 
 def hanoi_moves(disks: int, source: str = "A", spare: str = "B", target: str = "C") -> list[str]:
@@ -310,11 +313,18 @@ class TextWorldEnv(GameEnv):
 
     def play(self, message: str, components: dict[str, float], info: dict[str, Any]) -> tuple[str, bool, bool]:
         tags = _ACTION_TAG.findall(message)
-        command = (tags[-1] if tags else message).strip().splitlines()[0] if message.strip() else ""
-        command = "".join(c for c in command if c.isprintable())[:200].strip()
+        lines = (tags[-1] if tags else message).strip().splitlines()
+        command = "".join(c for c in (lines[0] if lines else "") if c.isprintable())[:200].strip()
         if not command:
             components["format"] = -self.penalty
             return "[error] No command found. Reply with one command, e.g. <action>look</action>.", False, False
+        if command.split()[0].lower() in _META_COMMANDS:
+            components["format"] = -self.penalty
+            return (
+                f"[error] {command.split()[0]!r} is a command of the interpreter, not a move; it was not played.",
+                False,
+                False,
+            )
         state, _, done = self._game.step(command)
         components["world"] = float(int(state.score) - self._score)
         self._score = int(state.score)
