@@ -249,6 +249,30 @@ def test_token_env_and_token_collector_with_the_tiny_model(policy) -> None:
         assert "is not a legal action" in text  # the env's notes are in the token stream the trainer scores
 
 
+def test_async_token_collector_on_a_world(policy) -> None:
+    from gym_nemo.policies import SamplingParams
+    from gym_nemo.rollout import collect_token_rollouts_async
+    from gym_nemo.wrappers import TokenEnv
+
+    def env_fn():
+        return TokenEnv(gym.make("nemo/Blackjack-v0", reward_mode="dense", max_turns=2), policy.tokenizer)
+
+    records, _ = collect_token_rollouts_async(
+        env_fn,
+        policy,
+        4,
+        env_id="nemo/Blackjack-v0",
+        group_size=2,
+        sampling=SamplingParams(max_tokens=4, seed=0),
+        max_in_flight=2,
+        progress=False,
+    )
+    assert len(records) == 4 and {r.group for r in records} == {0, 1}
+    for record in records:  # random text is not a move: two notes, the hand is never played
+        assert record.step_rewards == [pytest.approx(-0.1)] * 2 and record.truncated
+        assert record.task_row["verifier_metadata"]["world"] == "Blackjack-v1"
+
+
 def test_ppo_example_runs_on_a_world(tmp_path) -> None:
     """examples/ppo_custom_loop.py on nemo/FrozenLake-v0 (--smoke): per-step rewards of a world reach its loss."""
     import re
