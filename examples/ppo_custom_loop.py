@@ -3,6 +3,8 @@
     python examples/ppo_custom_loop.py                         # nemo/TargetChar-v0, 2 attempts per episode
     python examples/ppo_custom_loop.py --smoke                 # a few seconds: checks that it runs
     python examples/ppo_custom_loop.py --env nemo/CodeExec-v0  # the same loop on HumanEval with a Python tool
+    python examples/ppo_custom_loop.py --env nemo/FrozenLake-v0 --max-tokens 1 \
+        --env-kwargs '{"is_slippery": false, "reward_mode": "dense", "max_turns": 8}'   # a world paying every step
 
 The GRPO example's rollouts (``make_vec`` + ``TokenEnv`` + ``collect_token_rollouts`` + ``HFPolicy``), with what
 PPO adds (read top to bottom):
@@ -20,6 +22,7 @@ PPO adds (read top to bottom):
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from functools import partial
 from pathlib import Path
@@ -46,7 +49,13 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--iterations", type=int, default=40)
     p.add_argument("--num-envs", type=int, default=64, help="episodes per iteration")
     p.add_argument("--max-tokens", type=int, default=4, help="tokens per generation (per turn)")
-    p.add_argument("--max-attempts", type=int, default=2, help="the env's max_attempts (answers per episode)")
+    p.add_argument(
+        "--max-attempts",
+        type=int,
+        default=None,
+        help="the env's max_attempts (default: 2 on the toy env; worlds: none)",
+    )
+    p.add_argument("--env-kwargs", type=json.loads, default={}, help="more env kwargs, as a JSON object")
     p.add_argument("--task-ids", nargs="*", default=None, help="default for the toy env: target-char/a")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--gamma", type=float, default=1.0)
@@ -58,19 +67,27 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--out", default="runs/ppo_custom_loop")
     p.add_argument("--smoke", action="store_true", help="2 tiny iterations, to check that it runs")
     args = p.parse_args()
-    if args.task_ids is None and args.env == "nemo/TargetChar-v0":
-        args.task_ids = ["target-char/a"]
+    if args.env == "nemo/TargetChar-v0":
+        args.task_ids = ["target-char/a"] if args.task_ids is None else args.task_ids
+        args.max_attempts = 2 if args.max_attempts is None else args.max_attempts
     if args.smoke:
         args.iterations, args.num_envs, args.max_tokens = 2, 4, 8
     return args
 
 
-def forward(model: torch.nn.Module, value_head: torch.nn.Module, ids: torch.Tensor, attention: torch.Tensor):
-    """Logprobs of ids[:, 1:] and the value at each position that predicts them, both (batch, length - 1)."""
-    out = model(input_ids=ids, attention_mask=attention, output_hidden_states=True)
-    logprobs = torch.log_softmax(out.logits[:, :-1].float(), dim=-1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-    values = value_head(out.hidden_states[-1][:, :-1].float()).squeeze(-1)
-    return logprobs, values
+def forward(
+    model: torch.nn.Module, value_head: torch.nn.Module, ids: torch.Tensor, attention: torch.Tensor, start: int = 0
+):
+    """Logprobs of ids[:, 1:] and the value at each position that predicts them, both (batch, length - 1).
+
+    Positions before ``start`` (prompt tokens of every row) are left 0: no loss ever reads them, and skipping
+    their logits (``logits_to_keep``) is most of the cost when prompts are long, as a world's state is."""
+    out = model(input_ids=ids, attention_mask=attention, output_hidden_states=True, logits_to_keep=ids.shape[1] - start)
+    logits = torch.log_softmax(out.logits[:, :-1].float(), dim=-1)
+    logprobs = logits.gather(-1, ids[:, start + 1 :].unsqueeze(-1)).squeeze(-1)
+    values = value_head(out.hidden_states[-1][:, start:-1].float()).squeeze(-1)
+    skipped = torch.zeros((ids.shape[0], start))
+    return torch.cat([skipped, logprobs], dim=1), torch.cat([skipped, values], dim=1)
 
 
 def main() -> None:
@@ -94,7 +111,9 @@ def main() -> None:
     torch.nn.init.zeros_(value_head.bias)
     optimizer = torch.optim.AdamW([*model.parameters(), *value_head.parameters()], lr=args.lr, weight_decay=0.0)
 
-    env_kwargs: dict = {"max_attempts": args.max_attempts}
+    env_kwargs: dict = dict(args.env_kwargs)
+    if args.max_attempts is not None:
+        env_kwargs["max_attempts"] = args.max_attempts
     if args.task_ids:
         env_kwargs["task_ids"] = args.task_ids
     envs = gym_nemo.make_vec(
@@ -120,6 +139,7 @@ def main() -> None:
         # ------------------------------------------------------------ batch: ids, policy mask, per-token rewards
         sequences = [r.prompt_ids + r.completion_ids for r in records]
         n, width = len(records), max(len(s) for s in sequences)
+        scored_from = min(len(r.prompt_ids) for r in records) - 1  # the first position whose prediction is scored
         ids = torch.full((n, width), policy.pad_token_id, dtype=torch.long)
         attention = torch.zeros_like(ids)
         policy_mask = torch.zeros((n, width - 1))
@@ -139,7 +159,7 @@ def main() -> None:
 
         # ------------------------------------------------------------ values and GAE over policy tokens
         with torch.no_grad():
-            _, old_values = forward(model, value_head, ids, attention)
+            _, old_values = forward(model, value_head, ids, attention, scored_from)
         advantages = np.zeros((n, width - 1))
         values_np = old_values.numpy()
         for row in range(n):
@@ -164,7 +184,7 @@ def main() -> None:
                 mask = policy_mask[batch]
                 if mask.sum() == 0:
                     continue
-                new_logprobs, values = forward(model, value_head, ids[batch], attention[batch])
+                new_logprobs, values = forward(model, value_head, ids[batch], attention[batch], scored_from)
                 ratio = ((new_logprobs - old_logprobs[batch]) * mask).exp()
                 surrogate = torch.minimum(ratio * adv[batch], ratio.clamp(1 - args.clip, 1 + args.clip) * adv[batch])
                 policy_loss = -(surrogate * mask).sum() / mask.sum()

@@ -12,6 +12,20 @@ import gymnasium as gym
 #: (default 8) first and says so in the observation; raise both to allow longer episodes, e.g.
 #: ``gym.make(id, max_turns=100, max_episode_steps=100)``.
 MAX_EPISODE_STEPS = 64
+#: Worlds and games play longer episodes; each env truncates at its own ``max_turns`` (100 by default) first.
+GAME_EPISODE_STEPS = 256
+#: ``nemo/<name>-v0`` -> the Gymnasium toy-text world it wraps (``gym_nemo.envs.gym_text``).
+#: ``nemo/TextArena-<name>-v0`` -> the single-player TextArena game it plays (checked to run offline).
+TEXTARENA_GAMES = {
+    name: f"{name}-v0"
+    for name in ("Mastermind", "Minesweeper", "Sudoku", "TowerOfHanoi", "GuessTheNumber", "FrozenLake", "LightsOut")
+} | {"FifteenPuzzle": "FifteenPuzzle-v0"}
+TOY_TEXT_WORLDS = {
+    "FrozenLake": "FrozenLake-v1",
+    "Taxi": "Taxi-v4",
+    "CliffWalking": "CliffWalking-v1",
+    "Blackjack": "Blackjack-v1",
+}
 
 
 @dataclass(frozen=True)
@@ -60,6 +74,39 @@ ENVS: dict[str, EnvEntry] = {
     "nemo/TargetChar-v0": EnvEntry(
         entry_point="gym_nemo.envs.target_char:TargetCharEnv",
         summary="toy: reply with one letter repeated; reward = share of that letter (learnable by a tiny model)",
+    ),
+    "nemo/GymText-v0": EnvEntry(
+        entry_point="gym_nemo.envs.gym_text:GymTextEnv",
+        summary="any Gymnasium env with a Discrete/MultiDiscrete action space (env_id=..., **its kwargs) as text",
+        max_episode_steps=GAME_EPISODE_STEPS,
+    ),
+    **{
+        f"nemo/{name}-v0": EnvEntry(
+            entry_point="gym_nemo.envs.gym_text:GymTextEnv",
+            summary=f"Gymnasium's {world} as text, readable action names; reward: the world's, per step",
+            kwargs={"env_id": world},
+            max_episode_steps=GAME_EPISODE_STEPS,
+        )
+        for name, world in TOY_TEXT_WORLDS.items()
+    },
+    "nemo/TextArena-v0": EnvEntry(
+        entry_point="gym_nemo.envs.text_games:TextArenaEnv",
+        summary="any single-player TextArena 0.7.4 game (game=..., **its kwargs); reward: the game's, at its end",
+        max_episode_steps=GAME_EPISODE_STEPS,
+    ),
+    **{
+        f"nemo/TextArena-{name}-v0": EnvEntry(
+            entry_point="gym_nemo.envs.text_games:TextArenaEnv",
+            summary=f"TextArena's {game} (offline), one move per message; reward: the game's, at its end",
+            kwargs={"game": game},
+            max_episode_steps=GAME_EPISODE_STEPS,
+        )
+        for name, game in TEXTARENA_GAMES.items()
+    },
+    "nemo/TextWorld-v0": EnvEntry(
+        entry_point="gym_nemo.envs.text_games:TextWorldEnv",
+        summary="a TextWorld 1.7 quest generated from the task's seed at reset; reward: score change per step",
+        max_episode_steps=GAME_EPISODE_STEPS,
     ),
     "nemo/MCP-v0": EnvEntry(
         entry_point="gym_nemo.envs.mcp:MCPEnv",

@@ -155,7 +155,7 @@ def test_bad_suites_say_what_is_wrong(raw: dict, message: str) -> None:
 
 
 def test_a_missing_suite_names_the_shipped_ones(tmp_path: Path) -> None:
-    with pytest.raises(SuiteError, match="shipped suites: default, quick"):
+    with pytest.raises(SuiteError, match="shipped suites: default, games, quick"):
         load_suite(str(tmp_path / "nope.yaml"))
 
 

@@ -82,7 +82,7 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
 def add_eval_commands(sub: Any) -> None:
     """Add ``eval``, ``reverify`` and ``leaderboard`` to the ``gym-nemo`` subparsers."""
     p = sub.add_parser("eval", help="run an evaluation suite; write rollouts, results.json and manifest.json")
-    p.add_argument("--suite", default="quick", help="a shipped suite (default, quick) or a suite YAML file")
+    p.add_argument("--suite", default="quick", help="a shipped suite (default, quick, games) or a suite YAML file")
     p.add_argument("--policy", default="reference", help="reference (no model), openai, hf or vllm")
     p.add_argument("--model", default=None, help="openai: served model name; hf/vllm: model directory or id")
     p.add_argument("--label", default=None, help="the run's name on leaderboards (default: --model)")
