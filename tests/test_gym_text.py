@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import gym_nemo
-from gym_nemo.eval.reverify import replay_rewards
 from gym_nemo.policies import ReferencePolicy
 from gym_nemo.rollout import collect_rollouts
+from gym_nemo.rollout.engine import replay
 
 
 def play(env: gym.Env, actions: list[str]) -> tuple[list[float], bool, bool, dict]:
@@ -94,7 +94,7 @@ def test_seeds_pick_tasks_and_worlds_replay_exactly_from_records() -> None:
     rewards, _, _, last = play(env, actions)
     row = {**last["task_row"], "messages": last["messages"], "seed": 7}
     other = gym.make("nemo/FrozenLake-v0")
-    assert replay_rewards(other, row) == rewards
+    assert replay(other, row).step_rewards == rewards
     assert other.unwrapped.messages == last["messages"]  # the same slips, the same transcript
     env.close()
     other.close()
@@ -220,7 +220,7 @@ def test_text_collector_with_the_reference_policy_and_vector_env() -> None:
     assert summary.pass_rate == 1.0
     env = gym.make("nemo/CliffWalking-v0", num_tasks=4)
     for record in records:
-        assert replay_rewards(env, record.to_row()) == record.step_rewards
+        assert replay(env, record.to_row()).step_rewards == record.step_rewards
     env.close()
 
 

@@ -19,9 +19,9 @@ pytest.importorskip("textarena", reason="the [games] extra is not installed")
 
 import gym_nemo  # noqa: F401  (registers the ids)
 from gym_nemo.cli import main
-from gym_nemo.eval.reverify import replay_rewards
 from gym_nemo.eval.suite import load_suite
 from gym_nemo.registry import TEXTARENA_GAMES
+from gym_nemo.rollout.engine import replay
 
 SOLVABLE = ["TowerOfHanoi", "Mastermind", "GuessTheNumber", "Sudoku"]
 
@@ -138,7 +138,7 @@ def test_textworld_quest_generated_from_the_seed_offline(tmp_path: Path) -> None
     assert terminated and rewards[-1] == 1.0 and sum(rewards) == 1.0 and info["verdict"]["passed"]
     row = {**info["task_row"], "messages": info["messages"]}
     again = gym.make("nemo/TextWorld-v0", nb_rooms=2, nb_objects=3, quest_length=2, num_tasks=2, cache_dir=tmp_path)
-    assert replay_rewards(again, row) == [0.0] * 7 + rewards  # the cached game, replayed from the record
+    assert replay(again, row).step_rewards == [0.0] * 7 + rewards  # the cached game, replayed from the record
     assert len([p for p in tmp_path.iterdir() if not p.name.startswith(".")]) == 1
     env.close()
     again.close()
