@@ -51,6 +51,8 @@ class Generation:
     finish_reason: FinishReason
     text: str = ""
     prompt_ids: list[int] = field(default_factory=list, repr=False)
+    #: The policy's weight version that generated this (``policy.version``; None for backends without weight sync).
+    policy_version: int | None = None
 
 
 @runtime_checkable
