@@ -70,10 +70,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def verl_python() -> Path:
     venv = Path(os.environ.get("GYM_NEMO_VERL_VENV", ROOT / ".venv-verl"))
-    python = venv / "bin" / "python"
-    if not python.exists():
+    if not (venv / ".gym_nemo_verl_install").exists():  # written by setup_verl.sh once its install succeeded
         pytest.skip(f"VERL RUN NOT DONE: no verl venv at {venv}; `bash scripts/setup_verl.sh` makes it (test.sh does)")
-    return python
+    return venv / "bin" / "python"
 
 
 def test_nemo_agent_loop_through_verls_agent_loop_worker(tiny_model_dir, tmp_path) -> None:
