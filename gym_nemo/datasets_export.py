@@ -49,13 +49,19 @@ class ExportSummary:
     dropped: int = 0  # infra errors and truncated episodes
     groups: int = 0
     rows: int = 0
+    tools_unknown: dict[str, str] = field(default_factory=dict)  # env id -> why its tool schemas are unknown
 
     def format_text(self) -> str:
         skipped = f", {len(self.invalid_lines)} invalid lines skipped" if self.invalid_lines else ""
-        return (
+        lines = [
             f"{self.episodes} episodes in {self.groups} groups ({self.dropped} infra-error/truncated dropped{skipped})"
             f" -> {self.rows} {self.format} rows in {self.out}"
-        )
+        ]
+        lines += [
+            f"note: no tool schemas for {env} (its rows have tools=null): {why}"
+            for env, why in self.tools_unknown.items()
+        ]
+        return "\n".join(lines)
 
 
 def read_run(path: str | Path, *, skip_invalid: bool = False) -> tuple[list[dict[str, Any]], list[int]]:
@@ -120,42 +126,50 @@ def _message(message: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class _Tools:
-    """The tool schemas of a row: its own ``tools`` (or ``responses_create_params.tools``), else its env's."""
+    """The tool schemas of a row: its own ``tools`` (or ``responses_create_params.tools``), else those of its env
+    built with default arguments; ``unknown`` names the envs that could not be built (their rows get ``null``:
+    the chat template then lists no tools, though the env's system prompt still describes them)."""
 
     def __init__(self) -> None:
-        self._by_env: dict[str, list[dict[str, Any]]] = {}
+        self._by_env: dict[str, list[dict[str, Any]] | None] = {}
+        self.unknown: dict[str, str] = {}
 
     def __call__(self, row: Mapping[str, Any]) -> str:
         tools = row.get("tools") or (row.get("responses_create_params") or {}).get("tools")
         if tools is None:
             env_id = str(row.get("env_id", ""))
             if env_id not in self._by_env:
-                self._by_env[env_id] = _env_tools(env_id)
+                self._by_env[env_id] = self._env_tools(env_id)
             tools = self._by_env[env_id]
-        return json.dumps(list(tools), ensure_ascii=False)
+        return json.dumps(None if tools is None else list(tools), ensure_ascii=False)
 
+    def _env_tools(self, env_id: str) -> list[dict[str, Any]] | None:
+        import gymnasium as gym
 
-def _env_tools(env_id: str) -> list[dict[str, Any]]:
-    import gymnasium as gym
+        import gym_nemo  # noqa: F401  (registers the envs)
 
-    import gym_nemo  # noqa: F401  (registers the envs)
-
-    if env_id not in gym.registry:
-        raise ValueError(f"the records' env {env_id!r} is not registered: its tool schemas are unknown")
-    env = gym.make(env_id)
-    try:
-        return [dict(t) for t in env.unwrapped.tools]
-    finally:
-        env.close()
+        try:
+            env = gym.make(env_id)
+        except Exception as exc:  # an unregistered id, an env that needs arguments (a server URL, ...)
+            self.unknown[env_id] = f"{type(exc).__name__}: {exc}"
+            return None
+        try:
+            return [dict(t) for t in env.unwrapped.tools]
+        finally:
+            env.close()
 
 
 def sft_rows(
-    rows: Sequence[Mapping[str, Any]], *, select: Literal["best", "passing"] = "best", min_reward: float = 0.0
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    select: Literal["best", "passing"] = "best",
+    min_reward: float = 0.0,
+    tools: _Tools | None = None,
 ) -> list[dict[str, Any]]:
     """SFT rows (``messages``, ``tools``, ``env_id``, ``task_id``, ``reward``); see the module docstring."""
     if select not in ("best", "passing"):
         raise ValueError(f"select must be 'best' or 'passing', got {select!r}")
-    tools = _Tools()
+    tools = tools or _Tools()
     groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
     for row in rows:
         if _usable(row):
@@ -184,9 +198,9 @@ def sft_rows(
     return out
 
 
-def dpo_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def dpo_rows(rows: Sequence[Mapping[str, Any]], *, tools: _Tools | None = None) -> list[dict[str, Any]]:
     """DPO rows (``prompt``, ``chosen``, ``rejected``, ``tools`` and provenance); see the module docstring."""
-    tools = _Tools()
+    tools = tools or _Tools()
     groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
     for row in rows:
         if _usable(row):
@@ -240,19 +254,20 @@ def export_run(
     usable = [r for r in records if _usable(r)]
     summary.dropped = len(records) - len(usable)
     summary.groups = len({_group_key(r) for r in usable})
+    tools = _Tools()
     if format == "sft":
-        rows = sft_rows(records, select=select, min_reward=min_reward)
+        rows = sft_rows(records, select=select, min_reward=min_reward, tools=tools)
         why = (
             "no episode passed its verifier"
             if select == "passing"
             else f"no group has an episode with reward above {min_reward:g}"
         )
     else:
-        rows = dpo_rows(records)
+        rows = dpo_rows(records, tools=tools)
         why = "no group has mixed rewards (DPO needs a better and a worse episode of one task; sample groups)"
     if not rows:
         raise ValueError(f"nothing to export from {run} as {format}: {why} ({summary.groups} usable groups)")
-    summary.rows = len(rows)
+    summary.rows, summary.tools_unknown = len(rows), tools.unknown
     _write_atomically(rows, out)
     return summary
 

@@ -190,3 +190,14 @@ def test_writes_are_atomic(run_file: Path, tmp_path: Path, monkeypatch: pytest.M
     assert "chosen" in load_from_disk(str(out)).column_names
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sft"]  # no staging or backup folder left behind
     shutil.rmtree(out)
+
+
+def test_tool_schemas_come_from_the_row_else_the_env(run_file: Path, tmp_path: Path) -> None:
+    own = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}}}]
+    rows = [
+        dict(r, tools=own) if r["task_id"] == TASKS[0] else dict(r, env_id="nemo/Unknown-v0") for r in rows_of(run_file)
+    ]
+    summary = export_run(write_rows(tmp_path / "run.jsonl", rows), tmp_path / "sft", format="sft")
+    tools = dict(zip(*[load_from_disk(str(tmp_path / "sft"))[c] for c in ("task_id", "tools")], strict=True))
+    assert json.loads(tools[TASKS[0]]) == own and json.loads(tools[TASKS[1]]) is None
+    assert list(summary.tools_unknown) == ["nemo/Unknown-v0"] and "no tool schemas for" in summary.format_text()
