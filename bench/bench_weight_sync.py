@@ -1,8 +1,8 @@
 """Cost of ``update_weights`` against one generation batch, for HFPolicy and VLLMPolicy, measured in the same run.
 
-    python bench/bench_weight_sync.py [--model-size tiny|0.5b] [--policies hf,vllm] [--repeats 3]
+    python bench/bench_weight_sync.py [--model-size tiny|0.5b] [--policies hf,vllm] [--repeats 3] [--max-tokens 64]
 
-For each policy: the baseline is one ``generate`` of 8 prompts x 64 new tokens (greedy); then
+For each policy: the baseline is one ``generate`` of 8 prompts x ``--max-tokens`` new tokens (greedy); then
 ``update_weights`` from an in-memory state dict (another random model's weights) and from a checkpoint folder
 (``save_pretrained`` output), each ``--repeats`` times, alternating with the baseline. Prints the median seconds
 and the ratio update / generate, then one JSON line. ``--model-size 0.5b`` builds a random model with a real 0.5B
@@ -36,8 +36,10 @@ def timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - tick
 
 
-def bench(policy: Any, prompts: list[list[int]], sources: dict[str, Any], repeats: int) -> dict[str, float]:
-    sampling = SamplingParams(max_tokens=64, temperature=0.0)
+def bench(
+    policy: Any, prompts: list[list[int]], sources: dict[str, Any], repeats: int, max_tokens: int
+) -> dict[str, float]:
+    sampling = SamplingParams(max_tokens=max_tokens, temperature=0.0)
     policy.generate(prompts, sampling)  # warm-up
     times: dict[str, list[float]] = {"generate": [], **{name: [] for name in sources}}
     version = policy.version
@@ -54,12 +56,18 @@ def main() -> None:
     p.add_argument("--model-size", default="tiny", choices=("tiny", "0.5b"))
     p.add_argument("--policies", default="hf,vllm")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--max-tokens", type=int, default=64, help="new tokens per prompt in the baseline generate")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench_weight_sync_"))
     model_a = build_tiny_model(work / "a", "chatml", size=args.model_size, seed=0)
     model_b = build_tiny_model(work / "b", "chatml", size=args.model_size, seed=1)
     sources = {"state_dict": load_weights(model_b), "folder": str(model_b)}
-    results: dict[str, Any] = {"model_size": args.model_size, "machine": platform.machine(), "cpus": os.cpu_count()}
+    results: dict[str, Any] = {
+        "model_size": args.model_size,
+        "max_tokens": args.max_tokens,
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+    }
     for name in args.policies.split(","):
         if name == "hf":
             policy: Any = HFPolicy(model_a)
@@ -72,12 +80,13 @@ def main() -> None:
             policy.tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=True, return_dict=False)
             for c in chats
         ]
-        medians = bench(policy, prompts, sources, args.repeats)
+        medians = bench(policy, prompts, sources, args.repeats, args.max_tokens)
         results[name] = {k: round(v, 4) for k, v in medians.items()}
         for source in sources:
             results[name][f"{source}/generate"] = round(medians[source] / medians["generate"], 3)
         print(
-            f"{name:5s} generate 8x64 {medians['generate']:.3f} s | from state dict {medians['state_dict']:.3f} s"
+            f"{name:5s} generate 8x{args.max_tokens} {medians['generate']:.3f} s"
+            f" | from state dict {medians['state_dict']:.3f} s"
             f" (x{results[name]['state_dict/generate']:.2f}) | from folder {medians['folder']:.3f} s"
             f" (x{results[name]['folder/generate']:.2f})"
         )
