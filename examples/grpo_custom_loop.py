@@ -39,6 +39,7 @@ from transformers import AutoTokenizer
 import gym_nemo
 from gym_nemo.policies import HFPolicy, SamplingParams
 from gym_nemo.rollout import collect_token_rollouts
+from gym_nemo.tracking import batch_metrics, make_logger
 from gym_nemo.wrappers import TokenEnv
 
 matplotlib.use("Agg")
@@ -67,6 +68,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--update-epochs", type=int, default=2)
     p.add_argument("--minibatches", type=int, default=2)
     p.add_argument("--out", default="runs/grpo_custom_loop", help="where the curve PNG (and tiny model) go")
+    p.add_argument(
+        "--log-to",
+        default="",
+        help="metric loggers, comma-separated: tensorboard, wandb (offline), trackio, jsonl; under OUT/logs",
+    )
     p.add_argument("--smoke", action="store_true", help="2 tiny iterations, to check that it runs")
     args = p.parse_args()
     if args.task_ids is None and args.env == "nemo/TargetChar-v0":
@@ -192,6 +198,7 @@ def main() -> None:
     )
     sampling = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed)
 
+    logger = make_logger(args.log_to, log_dir=out / "logs", run_name=f"seed{args.seed}", config=vars(args))
     curve: list[float] = []
     start = time.monotonic()
     for iteration in range(args.iterations):
@@ -211,6 +218,9 @@ def main() -> None:
 
         # ------------------------------------------------------------ 2-3. advantages and the clipped update
         summary = grpo_update(model, optimizer, records, args, policy.pad_token_id)
+        timings = {"wall_s": metrics.duration_s, "env_s": metrics.env_s, "policy_s": metrics.policy_s}
+        rollout = batch_metrics(records, **timings, prefix="rollout/")
+        logger.log({**rollout, **{f"train/{k}": v for k, v in summary.items()}}, step=iteration)
         print(
             f"iter {iteration:3d}  reward {metrics.mean_reward:.3f}  mixed groups {metrics.mixed_group_rate:.2f}  "
             f"turns {metrics.mean_turns:.2f}  loss {summary['loss']:+.4f}  clipfrac {summary['clipfrac']:.3f}  "
@@ -218,6 +228,7 @@ def main() -> None:
             flush=True,
         )
     envs.close()
+    logger.close()
 
     # ---------------------------------------------------------------- result
     start_reward, end_reward, window = save_curve(

@@ -10,9 +10,10 @@ and an agent-loop config, then train with verl's PPO/GRPO entry point:
         actor_rollout_ref.rollout.mode=async actor_rollout_ref.rollout.n=8 \\
         actor_rollout_ref.rollout.agent.agent_loop_config_path=data/gym_nemo_agent_loop.yaml ...
 
-The adapter (``gym_nemo/integrations/verl.py``) is written from verl 0.9.1's source and NOT tested against verl
-(it cannot be installed next to this project's pins). ``--smoke`` runs what it delegates to, the episode engine's
-``aplay``, with the tiny model generating through transformers in place of verl's server manager.
+The adapter (``gym_nemo/integrations/verl.py``) runs through verl 0.9.1's own agent-loop worker in verl's own venv
+(``bash scripts/setup_verl.sh``; ``gym_nemo/testing/verl_harness.py``; docs/training_extras.md). ``--smoke`` runs
+what it delegates to, the episode engine's ``aplay``, in this venv, with the tiny model generating through
+transformers in place of verl's server manager.
 """
 
 from __future__ import annotations
@@ -29,14 +30,12 @@ from gym_nemo.policies.token import Generation
 from gym_nemo.rollout.engine import EpisodeTrace, aplay, policy_tokens
 from gym_nemo.wrappers import TokenEnv
 
-AGENT_LOOP_YAML = "- name: gym_nemo\n  _target_: gym_nemo.integrations.verl.NemoAgentLoop\n"
-
 
 def write_data(path: Path, env_id: str) -> None:
     """The verl dataset (parquet: prompt, agent_name, extra_info) and the agent-loop YAML next to it."""
     import pandas as pd
 
-    from gym_nemo.integrations.verl import task_rows  # needs verl
+    from gym_nemo.integrations.verl import AGENT_LOOP_YAML, task_rows  # needs verl
 
     path.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(task_rows(env_id)).to_parquet(path)

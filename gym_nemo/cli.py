@@ -13,6 +13,7 @@ import gymnasium as gym
 
 import gym_nemo
 from gym_nemo.core.task import TaskSource
+from gym_nemo.datasets_export import add_export_command
 from gym_nemo.eval.commands import add_eval_commands
 from gym_nemo.registry import ENVS
 from gym_nemo.serve.cli import add_serve_commands
@@ -272,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_rollout)
     add_eval_commands(sub)
+    add_export_command(sub)
     add_serve_commands(sub)
     return parser
 

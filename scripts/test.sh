@@ -5,10 +5,12 @@
 # sandbox image offline (sandbox/build_image.sh), and stops the engine it started by PID afterwards.
 # Docker tests skip, saying why, only when no engine can be had at all.
 set -euo pipefail
-GYM_NEMO_EXTRAS=test,suite,judge,docker,hf,serve,ray,vllm,eval,trl,docs,agents,games
+GYM_NEMO_EXTRAS=test,suite,judge,docker,hf,serve,ray,vllm,eval,trl,docs,agents,games,tensorboard,wandb,trackio,export
 source "$(dirname "$0")/setup.sh"
 bash "$ROOT/scripts/vllm_fixup.sh" "$VENV/bin/python"
 bash "$ROOT/scripts/fetch_openrlhf.sh" "$VENV/bin/python"
+# verl's own venv (it pins transformers<5.11): tests/test_integrations_verl.py runs NemoAgentLoop through it.
+bash "$ROOT/scripts/setup_verl.sh" >/dev/null || echo "the verl venv could not be made; the verl run test will skip" >&2
 cd "$ROOT"
 ruff check .
 ruff format --check .

@@ -27,10 +27,18 @@ def _run(name: str, *args: str, cwd: Path) -> str:
 
 @pytest.mark.parametrize("name", ["grpo_custom_loop.py", "ppo_custom_loop.py"])
 def test_custom_loops_on_the_toy_env(name: str, tmp_path: Path) -> None:
-    out = _run(name, "--out", str(tmp_path / "run"), cwd=tmp_path)
+    logging = ["--log-to", "jsonl,tensorboard"] if name == "grpo_custom_loop.py" else []
+    out = _run(name, "--out", str(tmp_path / "run"), *logging, cwd=tmp_path)
     assert len(re.findall(r"^iter +\d+ +reward \d\.\d{3}", out, re.M)) == 2
     assert re.search(r"^seed 0: mean (reward|return) \d\.\d{3} .* -> \d\.\d{3}", out, re.M)
     assert (tmp_path / "run" / "reward_curve.png").stat().st_size > 1000
+    if logging:  # the batch metrics reach the loggers, one step per iteration
+        logged = [json.loads(line) for line in (tmp_path / "run" / "logs" / "metrics.jsonl").read_text().splitlines()]
+        rewards = [float(r) for r in re.findall(r"^iter +\d+ +reward (\d\.\d{3})", out, re.M)]
+        assert [x["step"] for x in logged] == [0, 1]
+        assert [round(x["metrics"]["rollout/reward_mean"], 3) for x in logged] == rewards
+        assert {"rollout/mixed_group_rate", "rollout/policy_tokens_mean", "train/loss"} <= set(logged[0]["metrics"])
+        assert list((tmp_path / "run" / "logs" / "tensorboard" / "seed0").glob("events.out.tfevents.*"))
 
 
 def test_grpo_custom_loop_on_code_exec(tmp_path: Path) -> None:

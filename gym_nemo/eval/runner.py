@@ -41,6 +41,7 @@ from gym_nemo.eval.suite import EnvEntry, Suite, SuiteError
 from gym_nemo.policies.factory import POLICY_KINDS, make_policy
 from gym_nemo.rollout.engine import EpisodeTrace, failure, play
 from gym_nemo.rollout.records import EpisodeRecord
+from gym_nemo.tracking import MetricsLogger
 
 #: A text run stops after this many policy calls in a row failed (a server that is down, a wrong URL).
 MAX_CONSECUTIVE_POLICY_FAILURES = 5
@@ -362,11 +363,15 @@ def run_suite(
     overwrite: bool = False,
     episode_timeout_s: float | None = None,
     log: Callable[[str], None] = print,
+    logger: MetricsLogger | None = None,
+    log_step: int = 0,
 ) -> dict[str, Any]:
     """Play ``suite`` with ``policy``; write rollouts, ``results.json`` and ``manifest.json`` to ``out_dir``.
 
     Returns the results. ``episode_timeout_s`` bounds token-level episodes (an expired one is an infra
-    error). Refuses a directory that already holds a run unless ``overwrite``.
+    error). Refuses a directory that already holds a run unless ``overwrite``. ``logger`` (a
+    :class:`~gym_nemo.tracking.MetricsLogger`) gets every numeric score at step ``log_step`` as
+    ``eval/<env>/<score>`` and ``eval/overall/<score>`` (e.g. an evaluation every N training steps).
     """
     out = Path(out_dir)
     if (out / "manifest.json").exists() and not overwrite:
@@ -436,9 +441,21 @@ def run_suite(
         "scores": score_run(rows_by_env, ks, suite.seed),
         "timing": timing,
     }
+    if logger is not None:
+        logger.log(_score_scalars(results["scores"]), step=log_step)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     (out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return results
+
+
+def _score_scalars(scores: dict[str, Any]) -> dict[str, float]:
+    """``eval/<env>/<score>`` and ``eval/overall/<score>`` for every numeric score (intervals and lists left out)."""
+    flat: dict[str, float] = {}
+    for name, values in [("overall", scores["overall"]), *scores["envs"].items()]:
+        for key, value in values.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                flat[f"eval/{name}/{key}"] = float(value)
+    return flat
 
 
 def format_results(results: dict[str, Any]) -> str:

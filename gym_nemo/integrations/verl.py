@@ -1,12 +1,14 @@
 """verl agent loop: any ``nemo/*`` env as a registered ``AgentLoopBase`` (``agent_name: gym_nemo``).
 
-NOT TESTED AGAINST verl: verl 0.9.1 pins ``transformers<5.11`` (this project pins >=5.16.1) and its agent-loop
-module imports ray, hydra, tensordict and its trainer stack, so it was neither installed nor loaded here. The class
-follows verl 0.9.1's source (``verl/experimental/agent_loop/agent_loop.py``: ``AgentLoopBase.__init__(trainer_config,
-server_manager, tokenizer, processor, ...)``, ``async run(sampling_params, **row) -> AgentLoopOutput``,
-``@register(name)``; ``server_manager.generate(request_id, prompt_ids=, sampling_params=) -> TokenOutput(token_ids,
-log_probs)``). The episode is played by the engine's :func:`gym_nemo.rollout.engine.aplay` (tested in
-``tests/test_integrations_verl.py`` with HFPolicy generating).
+Tested against verl 0.9.1 in its own venv (it pins ``transformers<5.11``; this project pins >=5.16.1):
+``bash scripts/setup_verl.sh`` makes ``.venv-verl`` and ``tests/test_integrations_verl.py`` runs this class through
+verl's own ``AgentLoopWorker.generate_sequences`` (Hydra config, agent-loop registry, ``LLMServerClient`` and load
+balancer on Ray, padding and masks, ``rm_scores``) and its GRPO advantages, with a CPU server of the tiny model in
+place of verl's vLLM/SGLang servers, which need CUDA (``gym_nemo/testing/verl_harness.py``). The class follows verl's
+``AgentLoopBase.__init__(trainer_config, server_manager, tokenizer, processor, ...)``, ``async run(sampling_params,
+**row) -> AgentLoopOutput``, ``@register(name)``; ``server_manager.generate(request_id, prompt_ids=,
+sampling_params=) -> TokenOutput(token_ids, log_probs)``. The episode logic is
+:func:`gym_nemo.rollout.engine.aplay`, the episode engine's asyncio driver.
 
 Each sample's ``extra_info`` names the env and task: ``{"env_id": "nemo/CodeExec-v0", "task_id": "...",
 "env_kwargs": {...}}`` (``task_rows`` builds such rows). Set the dataset's ``agent_name`` column (or
@@ -30,6 +32,9 @@ import gym_nemo  # noqa: F401  (registers the nemo/* envs)
 from gym_nemo.policies.token import Generation
 from gym_nemo.rollout.engine import EpisodeTrace, aplay, policy_tokens
 from gym_nemo.wrappers.token_env import TokenEnv
+
+#: The agent-loop config verl reads from ``actor_rollout_ref.rollout.agent.agent_loop_config_path``.
+AGENT_LOOP_YAML = "- name: gym_nemo\n  _target_: gym_nemo.integrations.verl.NemoAgentLoop\n"
 
 
 def task_rows(env_id: str, *, env_kwargs: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:

@@ -5,10 +5,15 @@ gathered at the chosen ids. (``output_scores`` would give the processed scores, 
 top-k/top-p, which differ from the model's distribution by up to several nats.) With an fp32 model they
 equal teacher-forced logprobs of the same ids to ~1e-6. Prompts of different lengths are left-padded
 into one batch; ``max_batch_size`` splits larger batches.
+
+Weight sync: ``update_weights(state_dict_or_path, version)`` copies new weights into the model in place,
+between two ``generate`` calls (a call in progress finishes with the weights it started with); every
+``Generation`` carries the ``policy_version`` that produced it.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +21,7 @@ from typing import Any
 import torch
 
 from gym_nemo.policies.token import Generation, SamplingParams
+from gym_nemo.policies.weights import ParamSpec, WeightsSource, check_version, load_weights, shapes_of
 
 
 class HFPolicy:
@@ -75,17 +81,40 @@ class HFPolicy:
             eos_token_id=list(self.default_stop_ids) or None,
             pad_token_id=self.pad_token_id,
         )
+        #: The weight version generating now: 0 as loaded, then each ``update_weights``'s version.
+        self.version = 0
+        self._weights_lock = threading.Lock()  # generate and update_weights never overlap
 
     def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingParams) -> list[Generation]:
         """Continuations of each prompt (see :class:`~gym_nemo.policies.token.Generation`)."""
-        if sampling.seed is not None:
-            torch.manual_seed(sampling.seed)
-        out: list[Generation] = []
-        for start in range(0, len(prompts), self.max_batch_size):
-            out += self._generate_batch(
-                [list(map(int, p)) for p in prompts[start : start + self.max_batch_size]], sampling
-            )
-        return out
+        with self._weights_lock:
+            if sampling.seed is not None:
+                torch.manual_seed(sampling.seed)
+            out: list[Generation] = []
+            for start in range(0, len(prompts), self.max_batch_size):
+                out += self._generate_batch(
+                    [list(map(int, p)) for p in prompts[start : start + self.max_batch_size]], sampling
+                )
+            for gen in out:
+                gen.policy_version = self.version
+            return out
+
+    def update_weights(self, weights: WeightsSource, version: int) -> None:
+        """Load ``weights`` (a state dict, a safetensors/torch file or a checkpoint folder) as ``version``.
+
+        Checked first, nothing changed on error: the names and shapes must be exactly the model's (tied names
+        may be given once) and ``version`` must be greater than :attr:`version`. Values are cast to the model's
+        dtype and device. Takes effect from the next ``generate`` call (one in progress finishes first).
+        """
+        version = check_version(self.version, version)
+        state = load_weights(weights)
+        ParamSpec.of(self.model).check(shapes_of(state))
+        targets = self.model.state_dict(keep_vars=True)
+        with self._weights_lock, torch.no_grad():
+            check_version(self.version, version)  # another update may have won the race
+            for name, tensor in state.items():
+                targets[name].copy_(tensor)
+            self.version = version
 
     @torch.inference_mode()
     def _generate_batch(self, prompts: list[list[int]], sampling: SamplingParams) -> list[Generation]:

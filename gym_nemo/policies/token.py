@@ -51,7 +51,8 @@ class Generation:
     finish_reason: FinishReason
     text: str = ""
     prompt_ids: list[int] = field(default_factory=list, repr=False)
-    policy_version: int | None = None  # the weights' version that sampled it, where the collector tracks it
+    #: The policy's weight version that generated this (``policy.version``; None for backends without weight sync).
+    policy_version: int | None = None
 
     @classmethod
     def from_server(

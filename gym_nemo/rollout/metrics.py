@@ -1,119 +1,39 @@
-"""The one definition of rollout metrics: what every collector returns and ``gym-nemo rollout`` prints."""
-
-from __future__ import annotations
+"""Rollout metrics: defined once in :mod:`gym_nemo.tracking.metrics` (a low layer the loggers share), named here
+for the collectors' users."""
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
-from gym_nemo.rollout.records import EpisodeRecord
-
-
-@dataclass
-class RolloutMetrics:
-    """Figures over a batch of episodes (see :func:`rollout_metrics`); token counts are 0 for text episodes."""
-
-    episodes: int = 0
-    groups: int = 0
-    mean_reward: float = 0.0
-    pass_rate: float = 0.0
-    mixed_group_rate: float = 0.0
-    mean_turns: float = 0.0
-    truncation_rate: float = 0.0
-    generation_truncation_rate: float = 0.0
-    infra_error_rate: float = 0.0
-    tool_error_rate: float = 0.0
-    policy_tokens: int = 0
-    env_tokens: int = 0
-    duration_s: float = 0.0
-    policy_s: float = 0.0
-    env_s: float = 0.0
-    token_level: bool = False
-
-    @property
-    def tokens_per_s(self) -> float:
-        """Policy tokens generated per second of wall time."""
-        return self.policy_tokens / self.duration_s if self.duration_s > 0 else 0.0
-
-    @property
-    def env_time_share(self) -> float:
-        """Share of the wall time spent in the envs (reset + step, tools and verifiers included)."""
-        return self.env_s / self.duration_s if self.duration_s > 0 else 0.0
-
-    @property
-    def episodes_per_s(self) -> float:
-        return self.episodes / self.duration_s if self.duration_s > 0 else 0.0
-
-    def format(self) -> str:
-        """The table ``gym-nemo rollout`` prints (token lines only for token-level batches)."""
-        if not self.token_level:
-            return "\n".join(
-                [
-                    f"episodes          {self.episodes}",
-                    f"mean reward       {self.mean_reward:.4f}  (infra errors excluded)",
-                    f"pass rate         {self.pass_rate:.4f}",
-                    f"mean turns        {self.mean_turns:.2f}",
-                    f"truncation rate   {self.truncation_rate:.4f}",
-                    f"infra-error rate  {self.infra_error_rate:.4f}",
-                    f"episodes/s        {self.episodes_per_s:.2f}  ({self.duration_s:.1f} s)",
-                ]
-            )
-        return "\n".join(
-            [
-                f"episodes          {self.episodes}  ({self.groups} groups)",
-                f"mean reward       {self.mean_reward:.4f}  (infra errors excluded)",
-                f"pass rate         {self.pass_rate:.4f}",
-                f"mixed groups      {self.mixed_group_rate:.4f}  (groups whose rewards differ)",
-                f"mean turns        {self.mean_turns:.2f}",
-                f"truncation rate   {self.truncation_rate:.4f}  (episodes)",
-                f"cut generations   {self.generation_truncation_rate:.4f}  (turns without an end-of-turn token)",
-                f"infra-error rate  {self.infra_error_rate:.4f}",
-                f"tool-error rate   {self.tool_error_rate:.4f}",
-                f"tokens            {self.policy_tokens} policy, {self.env_tokens} env",
-                f"tokens/s          {self.tokens_per_s:.1f}  ({self.duration_s:.1f} s)",
-                f"env time share    {self.env_time_share:.4f}",
-            ]
-        )
+from gym_nemo.tracking import MetricsLogger, batch_metrics
+from gym_nemo.tracking.metrics import RolloutMetrics, rollout_metrics
 
 
-def rollout_metrics(
-    records: Sequence[EpisodeRecord], *, duration_s: float = 0.0, policy_s: float = 0.0, env_s: float = 0.0
-) -> RolloutMetrics:
-    """Metrics of a batch of records (text or token level). ``mixed_group_rate`` is the share of groups whose
-    rewards are not all equal (GRPO learns only from those); infra-error episodes are left out of rewards
-    and groups. ``tool_error_rate`` is the share of tool messages that report an error."""
-    n = len(records)
-    if n == 0:
-        return RolloutMetrics(duration_s=duration_s, policy_s=policy_s, env_s=env_s)
-    scored = [r for r in records if r.infra_error is None]
-    groups: dict[Any, list[float]] = {}
-    for r in scored:
-        groups.setdefault(r.group if r.group is not None else id(r), []).append(r.reward)
-    finishes = [f for r in records for f in (r.finish_reasons or [])]
-    tools = [m for r in records for m in r.messages if m.get("role") == "tool"]
-    masks = [m for r in records for m in (r.completion_mask or [])]
-    return RolloutMetrics(
-        episodes=n,
-        groups=len(groups),
-        mean_reward=float(np.mean([r.reward for r in scored])) if scored else 0.0,
-        pass_rate=float(np.mean([bool(r.verdict and r.verdict.get("passed")) for r in scored])) if scored else 0.0,
-        mixed_group_rate=float(np.mean([len(set(g)) > 1 for g in groups.values()])) if groups else 0.0,
-        mean_turns=float(np.mean([r.num_turns for r in records])),
-        truncation_rate=sum(r.truncated for r in records) / n,
-        generation_truncation_rate=finishes.count("length") / len(finishes) if finishes else 0.0,
-        infra_error_rate=(n - len(scored)) / n,
-        tool_error_rate=sum(m.get("name") == "error" for m in tools) / len(tools) if tools else 0.0,
-        policy_tokens=sum(masks),
-        env_tokens=sum(len(r.prompt_ids or []) for r in records) + len(masks) - sum(masks),
-        duration_s=duration_s,
-        policy_s=policy_s,
-        env_s=env_s,
-        token_level=any(r.completion_ids is not None for r in records),
-    )
+def log_batch(
+    logger: MetricsLogger | None,
+    records: Sequence[Any],
+    metrics: RolloutMetrics,
+    step: int,
+    *,
+    current_version: int | None = None,
+    prefix: str = "rollout/",
+) -> None:
+    """Write a batch's metrics (``batch_metrics``: rewards, mixed groups, rates, tokens, timings, staleness) to
+    ``logger`` at ``step``; nothing without a logger. What every collector calls when given ``logger=``."""
+    if logger is None:
+        return
+    timings = {"wall_s": metrics.duration_s, "env_s": metrics.env_s, "policy_s": metrics.policy_s}
+    logger.log(batch_metrics(records, current_version=current_version, prefix=prefix, **timings), step=step)
 
 
 #: Earlier names of :class:`RolloutMetrics` / :func:`rollout_metrics` (text and token collectors had one each).
 RolloutSummary = TokenRolloutMetrics = RolloutMetrics
 token_rollout_metrics = rollout_metrics
+
+__all__ = [
+    "RolloutMetrics",
+    "RolloutSummary",
+    "TokenRolloutMetrics",
+    "log_batch",
+    "rollout_metrics",
+    "token_rollout_metrics",
+]

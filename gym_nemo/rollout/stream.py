@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -49,7 +50,9 @@ import gymnasium as gym
 
 from gym_nemo.policies.token import SamplingParams, TokenPolicy
 from gym_nemo.rollout.async_collector import _Collector, _Run
+from gym_nemo.rollout.metrics import log_batch, rollout_metrics
 from gym_nemo.rollout.records import EpisodeRecord, whole_lines
+from gym_nemo.tracking import MetricsLogger
 
 
 def staleness(group: Sequence[EpisodeRecord], version: int) -> int:
@@ -80,6 +83,7 @@ class RolloutStream:
         batch_wait_s: float,
         episode_timeout_s: float | None,
         max_context_tokens: int | None,
+        logger: MetricsLogger | None = None,
     ) -> None:
         if max_staleness < 0:
             raise ValueError(f"max_staleness must be >= 0, got {max_staleness}")
@@ -114,6 +118,9 @@ class RolloutStream:
         self._fh: IO[str] | None = open(out, "a", encoding="utf-8") if out is not None else None  # noqa: SIM115
         self._collector = _Collector(self._run, max_in_flight=max_in_flight, episode_timeout_s=episode_timeout_s)
         self._closed = False
+        self.logger = logger
+        self._batch: list[EpisodeRecord] = []
+        self._batch_started = time.monotonic()
 
     # ------------------------------------------------------------------ weights
     @property
@@ -162,7 +169,21 @@ class RolloutStream:
             for record in records[len(self._held.get(group) or []) :]:
                 record.write(self._fh)
         self._delivered += 1
+        self._log(records)
         return records
+
+    def _log(self, group: list[EpisodeRecord]) -> None:
+        """Every ``batch_groups`` delivered groups, their metrics (staleness included) go to the logger."""
+        if self.logger is None:
+            return
+        self._batch += group
+        if self._delivered % self.batch_groups:
+            return
+        metrics = rollout_metrics(self._batch, duration_s=time.monotonic() - self._batch_started)
+        log_batch(
+            self.logger, self._batch, metrics, self._delivered // self.batch_groups - 1, current_version=self.version
+        )
+        self._batch, self._batch_started = [], time.monotonic()
 
     def close(self) -> None:
         """Stop generating (episodes in flight are dropped, never written half-done) and close the file."""
@@ -218,12 +239,15 @@ def stream_token_rollouts(
     batch_wait_s: float = 0.005,
     episode_timeout_s: float | None = None,
     max_context_tokens: int | None = None,
+    logger: MetricsLogger | None = None,
 ) -> RolloutStream:
     """A :class:`RolloutStream` of finished groups (see the module docstring).
 
     ``batch_groups`` groups make one training batch (the unit of the staleness bound); ``num_groups`` ends the
     stream after that many groups (None: until closed). The other arguments are those of
-    :func:`~gym_nemo.rollout.collect_token_rollouts_async`; group ``g`` resets with seed ``seed + g``.
+    :func:`~gym_nemo.rollout.collect_token_rollouts_async`; group ``g`` resets with seed ``seed + g``. With a
+    ``logger``, each training batch (``batch_groups`` groups, in delivery order) is logged at step = its index,
+    staleness against the policy's version at delivery included.
     """
     return RolloutStream(
         env_fn,
@@ -242,4 +266,5 @@ def stream_token_rollouts(
         batch_wait_s=batch_wait_s,
         episode_timeout_s=episode_timeout_s,
         max_context_tokens=max_context_tokens,
+        logger=logger,
     )

@@ -29,8 +29,9 @@ from tqdm.auto import tqdm
 
 from gym_nemo.policies.token import SamplingParams, TokenPolicy
 from gym_nemo.rollout.engine import EpisodeTrace, VectorDriver
-from gym_nemo.rollout.metrics import RolloutMetrics, rollout_metrics
+from gym_nemo.rollout.metrics import RolloutMetrics, log_batch, rollout_metrics
 from gym_nemo.rollout.records import EpisodeRecord, whole_lines
+from gym_nemo.tracking import MetricsLogger
 
 
 def call_sampling(sampling: SamplingParams, already: int, calls: int) -> SamplingParams:
@@ -56,6 +57,8 @@ def collect_token_rollouts(
     max_context_tokens: int | None = None,
     progress: bool = True,
     on_record: Callable[[EpisodeRecord], None] | None = None,
+    logger: MetricsLogger | None = None,
+    log_step: int = 0,
 ) -> tuple[list[EpisodeRecord], RolloutMetrics]:
     """Run ``num_episodes`` token-level episodes (``num_episodes / group_size`` groups); see the module doc.
 
@@ -103,6 +106,9 @@ def collect_token_rollouts(
         >>> metrics.mean_reward, metrics.mixed_group_rate, metrics.policy_tokens
         (1.0, 0.0, 20)
         >>> envs.close()
+
+    ``logger`` (a :class:`~gym_nemo.tracking.MetricsLogger`, e.g. ``make_logger("tensorboard", log_dir=...)``) is
+    given the batch's metrics at step ``log_step`` (``rollout/`` keys; see :func:`~gym_nemo.tracking.batch_metrics`).
     """
     n = envs.num_envs
     if group_size < 1 or n % group_size or num_episodes % group_size:
@@ -165,6 +171,7 @@ def collect_token_rollouts(
         if fh is not None:
             fh.close()
     metrics = rollout_metrics(records, duration_s=time.monotonic() - start, policy_s=policy_s, env_s=env_s)
+    log_batch(logger, records, metrics, log_step)
     return records, metrics
 
 
