@@ -21,7 +21,8 @@ Rules, each chosen so that nothing is silently biased or lost:
   Group ``k`` (a member of training batch ``k // batch_groups``) starts only once the policy's version is at
   least ``k // batch_groups - max_staleness``: with ``max_staleness=0`` the loop is synchronous (the next
   batch starts after the update), with 1 one batch is generated ahead. Finished groups are always handed
-  out, whatever their age, so slow (often hard) tasks are not filtered out of training.
+  out, whatever their age, so slow (often hard) tasks are not filtered out of training. While the bound holds
+  groups back and nothing is left in flight, ``next()`` waits for a weight update (from another thread).
 * **Versions per turn.** Each generation records the policy version that sampled it: a record's
   ``policy_versions`` has one entry per turn, so an episode that crossed a weight update shows where.
   :func:`staleness` gives a group's age against the current version.
@@ -101,7 +102,7 @@ class RolloutStream:
             sampling,
             env_id=env_id,
             seed=seed,
-            already=sum(len(g) for g in self._held.values()),
+            already=sum(group_size if g is None else len(g) for g in self._held.values()),
             context_limit=None if max_context_tokens is None else max_context_tokens - sampling.max_tokens,
             max_batch_size=max_batch_size,
             batch_wait_s=batch_wait_s,
