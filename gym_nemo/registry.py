@@ -65,11 +65,33 @@ ENVS: dict[str, EnvEntry] = {
         entry_point="gym_nemo.envs.mcp:MCPEnv",
         summary="the tools of any MCP stdio server (rows name the server) with verifiers on answer or final state",
     ),
+    "nemo/NeMoGym-v0": EnvEntry(
+        entry_point="gym_nemo.envs.nemo_gym:NeMoGymEnv",
+        summary="any NeMo Gym resources server run for real (server=...; `gym-nemo nemo-gym list`); reward: its /verify",
+    ),
     "nemo/Remote-v0": EnvEntry(
         entry_point="gym_nemo.serve.remote:RemoteEnv",
         summary="an env served by `gym-nemo serve` over HTTP (url=..., env_id=...); infra failures -> truncated",
     ),
 }
+
+
+def _nemo_gym_entries() -> dict[str, EnvEntry]:
+    """``nemo-gym/<server>-v0`` for every server of the pinned NeMo Gym wheel that runs offline (from the
+    checked-in table, so the ids exist before the NeMo Gym runtime does)."""
+    from gym_nemo.nemo_gym.table import offline_servers, servers
+
+    return {
+        f"nemo-gym/{name}-v0": EnvEntry(
+            entry_point="gym_nemo.envs.nemo_gym:NeMoGymEnv",
+            summary=f"NeMo Gym's {name} server ({servers()[name]['kind']}), run for real",
+            kwargs={"server": name},
+        )
+        for name in offline_servers()
+    }
+
+
+ENVS.update(_nemo_gym_entries())
 
 
 def register_all() -> None:

@@ -1,0 +1,138 @@
+"""Run one NeMo Gym resources server, without NeMo Gym's head server or Ray (executed by the NeMo Gym venv's
+Python >= 3.12, never imported by gym_nemo: it must not import gym_nemo, which lives in another venv).
+
+NeMo Gym's own launcher (``ng_run`` / ``Server.run_webserver``) fetches its configuration from a head
+server and starts Ray; neither is needed to answer ``/seed_session``, tool routes and ``/verify``. So this
+script builds the app the way ``run_webserver`` does, from the parts: the server's class (the
+``SimpleResourcesServer`` subclass its ``app.py`` defines), its config class (the class's ``config`` field)
+filled from the server's ``configs/*.yaml`` plus ``--config`` overrides, a ``ServerClient`` whose head
+server is never contacted, ``setup_webserver()``; then serves it with uvicorn on a loopback port it binds
+itself (port 0: no race for a free port). Its first stdout line is ``{"port": N, "pid": P}``; it also
+writes that to ``--state-file``. It exits after ``--idle-exit`` seconds without requests.
+
+Usage: ``python launcher.py --server NAME --state-file PATH [--config JSON] [--idle-exit S]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import inspect
+import json
+import os
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+HEALTH_ROUTE = "/_gym_nemo/health"
+
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path.pop(0)  # gym_nemo's folder is no place for a server to import its modules from
+
+
+def _server_fields(server_dir: Path, name: str) -> dict:
+    """The server's own fields from its first config file that defines it (``x: {resources_servers: {name: {...}}}``)."""
+    from omegaconf import OmegaConf
+
+    for path in sorted((server_dir / "configs").glob("*.yaml")):
+        try:
+            conf = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        except Exception:  # noqa: BLE001 - a config that does not parse is skipped, the next may serve
+            continue
+        for top in conf.values() if isinstance(conf, dict) else ():
+            fields = (top or {}).get("resources_servers", {}).get(name) if isinstance(top, dict) else None
+            if isinstance(fields, dict):
+                return fields
+    return {}
+
+
+def _server_class(module, base):
+    """The resources-server class ``app.py`` defines (the most derived subclass of ``base`` declared there)."""
+    found = [
+        obj
+        for obj in vars(module).values()
+        if inspect.isclass(obj) and issubclass(obj, base) and obj.__module__ == module.__name__
+    ]
+    if not found:
+        raise SystemExit(f"{module.__name__} defines no {base.__name__} subclass")
+    return next(c for c in found if not any(issubclass(o, c) and o is not c for o in found))
+
+
+def build_app(name: str, overrides: dict, port: int):
+    """The server's FastAPI app, as ``run_webserver`` builds it minus head server, Ray and profiling."""
+    import resources_servers
+
+    server_dir = Path(list(resources_servers.__path__)[0]) / name  # a namespace package
+    sys.path.insert(0, str(server_dir))  # servers import helper modules from their own folder, as ng_run allows
+    os.chdir(server_dir)  # and read their data by relative paths
+    from nemo_gym.base_resources_server import SimpleResourcesServer
+    from nemo_gym.server_utils import BaseServerConfig, ServerClient
+    from omegaconf import OmegaConf
+
+    module = importlib.import_module(f"resources_servers.{name}.app")
+    cls = _server_class(module, SimpleResourcesServer)
+    config_cls = cls.model_fields["config"].annotation
+    fields = {**_server_fields(server_dir, name), **overrides}
+    config = config_cls.model_validate(
+        {**fields, "host": "127.0.0.1", "port": port, "entrypoint": "app.py", "name": name}
+    )
+    client = ServerClient.model_construct(
+        head_server_config=BaseServerConfig(host="127.0.0.1", port=1),  # never contacted
+        global_config_dict=OmegaConf.create({}),
+    )
+    server = cls(config=config, server_client=client)
+    app = server.setup_webserver()
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--server", required=True)
+    parser.add_argument("--state-file", required=True)
+    parser.add_argument("--config", default="{}", help="JSON overrides of the server's config fields")
+    parser.add_argument("--idle-exit", type=float, default=600.0)
+    args = parser.parse_args()
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1024)
+    port = sock.getsockname()[1]
+
+    import uvicorn
+
+    app = build_app(args.server, json.loads(args.config), port)
+    last_request = [time.monotonic()]
+
+    @app.middleware("http")
+    async def _touch(request, call_next):
+        last_request[0] = time.monotonic()
+        return await call_next(request)
+
+    @app.get(HEALTH_ROUTE)
+    async def _health():
+        return {"server": args.server, "pid": os.getpid()}
+
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_keep_alive=60, access_log=False))
+
+    def _idle_watch() -> None:
+        while not server.should_exit:
+            time.sleep(1.0)
+            if time.monotonic() - last_request[0] > args.idle_exit:
+                server.should_exit = True
+
+    threading.Thread(target=_idle_watch, daemon=True).start()
+    state = json.dumps({"port": port, "pid": os.getpid(), "server": args.server})
+    tmp = f"{args.state_file}.{os.getpid()}.tmp"
+    with open(tmp, "w") as fh:
+        fh.write(state)
+    os.replace(tmp, args.state_file)
+    print(state, flush=True)
+    asyncio.run(server.serve(sockets=[sock]))
+
+
+if __name__ == "__main__":
+    main()
