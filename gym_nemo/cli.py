@@ -13,6 +13,7 @@ import gymnasium as gym
 import gym_nemo
 from gym_nemo.core.task import TaskSource
 from gym_nemo.eval.commands import add_eval_commands
+from gym_nemo.nemo_gym.cli import add_nemo_gym_commands
 from gym_nemo.registry import ENVS
 from gym_nemo.serve.cli import add_serve_commands
 
@@ -205,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_rollout)
     add_eval_commands(sub)
     add_serve_commands(sub)
+    add_nemo_gym_commands(sub)
     return parser
 
 

@@ -67,7 +67,7 @@ ENVS: dict[str, EnvEntry] = {
     ),
     "nemo/NeMoGym-v0": EnvEntry(
         entry_point="gym_nemo.envs.nemo_gym:NeMoGymEnv",
-        summary="any NeMo Gym resources server run for real (server=...; `gym-nemo nemo-gym list`); reward: its /verify",
+        summary="any NeMo Gym resources server run for real (server=...; `gym-nemo nemo-gym list`); reward: its own",
     ),
     "nemo/Remote-v0": EnvEntry(
         entry_point="gym_nemo.serve.remote:RemoteEnv",

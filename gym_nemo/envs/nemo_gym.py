@@ -79,6 +79,8 @@ class NeMoGymEnv(TextEnv):
         data: task rows; default the server's shipped ``data/example.jsonl``.
         server_config: overrides of the server's config fields (each distinct config is its own process).
         request_timeout_s: the longest one request to the server may take.
+        verify_after_steps: verify the transcript after this many assistant messages even when the last one
+            called tools, as NeMo Gym's agent does at its ``max_steps`` (default: that agent's, from the table).
     """
 
     verifier_name = "nemo_gym"
@@ -92,9 +94,11 @@ class NeMoGymEnv(TextEnv):
         data: str | Path | Sequence[Mapping[str, Any]] | None = None,
         server_config: Mapping[str, Any] | None = None,
         request_timeout_s: float = 300.0,
+        verify_after_steps: int | None = None,
         **kwargs: Any,
     ) -> None:
         entry = server_entry(server)
+        self.verify_after_steps = verify_after_steps or entry.get("max_steps")
         self.server = server
         self.server_kind = str(entry["kind"])
         self.verifier_name = f"nemo_gym:{server}"
@@ -116,7 +120,9 @@ class NeMoGymEnv(TextEnv):
             raise ValueError(f"task row {index} must be a JSON object, got {type(row).__name__}")
         params = row.get("responses_create_params")
         if not isinstance(params, Mapping):
-            raise ValueError(f'task row {index}: "responses_create_params" must be an object with the prompt in "input"')
+            raise ValueError(
+                f'task row {index}: "responses_create_params" must be an object with the prompt in "input"'
+            )
         try:
             messages = input_messages(row)
         except ValueError as exc:
@@ -165,10 +171,29 @@ class NeMoGymEnv(TextEnv):
             info.update(reward_components={}, episode_return=0.0, messages=self.messages, task_row=dict(self._task.row))
             return f"[infrastructure error] {self._reset_error}", 0.0, False, True, info
         if self.server_kind == "verify":
-            return super().step(action)
+            return self._step_verify_at_limit(*super().step(action))
         if self._done:
             raise ResetNeeded("the episode is over; call reset() before step()")
         return self._step_whole_message(action)
+
+    def _step_verify_at_limit(
+        self, reply: str, reward: float, terminated: bool, truncated: bool, info: dict[str, Any]
+    ) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        """After ``verify_after_steps`` messages the transcript is verified even if the last one called tools."""
+        limit = self.verify_after_steps
+        if terminated or truncated or not limit or self._turn < limit or "infra_error" in info:
+            return reply, reward, terminated, truncated, info
+        assert self._task is not None
+        components: dict[str, float] = {}
+        verdict_reply, terminated, truncated = self._submit("", components, info)
+        reward += components.get("verifier", 0.0)
+        self._return += components.get("verifier", 0.0)
+        self._done = True
+        terminated = terminated or not truncated
+        info.update(episode_return=self._return, messages=self.messages, task_row=dict(self._task.row))
+        info["reward_components"] = {**info.get("reward_components", {}), **components}
+        info["versions"] = self.versions()
+        return self._cap(f"{reply}\n\n[{limit} steps: verified]\n{verdict_reply}"), reward, terminated, truncated, info
 
     def _step_whole_message(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
         """A step of a gymnasium or non-executing server: the whole message goes to the server as it is."""

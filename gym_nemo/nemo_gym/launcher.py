@@ -34,13 +34,13 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
 
 
 def _server_fields(server_dir: Path, name: str) -> dict:
-    """The server's own fields from its first config file that defines it (``x: {resources_servers: {name: {...}}}``)."""
+    """The server's own fields from its first config that defines them (``x: {resources_servers: {name: {...}}}``)."""
     from omegaconf import OmegaConf
 
     for path in sorted((server_dir / "configs").glob("*.yaml")):
         try:
             conf = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-        except Exception:  # noqa: BLE001 - a config that does not parse is skipped, the next may serve
+        except Exception:  # a config that does not parse is skipped, the next may serve
             continue
         for top in conf.values() if isinstance(conf, dict) else ():
             fields = (top or {}).get("resources_servers", {}).get(name) if isinstance(top, dict) else None
@@ -65,7 +65,7 @@ def build_app(name: str, overrides: dict, port: int):
     """The server's FastAPI app, as ``run_webserver`` builds it minus head server, Ray and profiling."""
     import resources_servers
 
-    server_dir = Path(list(resources_servers.__path__)[0]) / name  # a namespace package
+    server_dir = Path(next(iter(resources_servers.__path__))) / name  # a namespace package
     sys.path.insert(0, str(server_dir))  # servers import helper modules from their own folder, as ng_run allows
     os.chdir(server_dir)  # and read their data by relative paths
     from nemo_gym.base_resources_server import SimpleResourcesServer

@@ -13,6 +13,7 @@ The venv lives at ``$GYM_NEMO_NEMO_GYM_VENV`` or ``.venv-nemo-gym`` beside the g
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -59,10 +60,9 @@ def _version_of(python: str) -> tuple[int, int] | None:
 def _pyenv_pythons() -> list[str]:
     roots = [os.environ.get("PYENV_ROOT"), str(Path.home() / ".pyenv")]
     if shutil.which("pyenv"):
-        try:
-            roots.insert(0, subprocess.run(["pyenv", "root"], capture_output=True, text=True, timeout=30).stdout.strip())
-        except (OSError, subprocess.TimeoutExpired):
-            pass
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            root = subprocess.run(["pyenv", "root"], capture_output=True, text=True, timeout=30).stdout.strip()
+            roots.insert(0, root)
     found = []
     for root in filter(None, roots):
         versions = Path(root) / "versions"
@@ -165,13 +165,19 @@ def setup(servers: Iterable[str] = (), *, log: bool = True) -> Path:
     known = set(installed_servers())
     unknown = sorted(set(names) - known)
     if unknown:
-        raise ValueError(f"no NeMo Gym server named {unknown} in nemo-gym {NEMO_GYM_VERSION}; see `gym-nemo nemo-gym list`")
+        raise ValueError(f"no NeMo Gym server {unknown} in nemo-gym {NEMO_GYM_VERSION}; see `gym-nemo nemo-gym list`")
     done = set(stamp.get("servers") or [])  # type: ignore[arg-type]
     todo = [n for n in names if n not in done]
     reqs = sorted({r for n in todo for r in requirements(n)})
     if reqs:
         say(f"installing the requirements of {', '.join(todo)}: {' '.join(reqs)}")
-        _pip(python, reqs)
+        try:
+            _pip(python, reqs)
+        except RuntimeMissing:  # pins that conflict across servers: install server by server (later pins win)
+            for name in todo:
+                if requirements(name):
+                    say(f"installing the requirements of {name} alone")
+                    _pip(python, requirements(name))
     if todo:
         _write_stamp({**stamp, "servers": sorted(done | set(todo))})
     return python

@@ -149,7 +149,9 @@ def start_server(
             time.sleep(0.2)
         proc.kill()
         proc.wait()
-        raise ServerStartError(f"NeMo Gym server {name!r} did not answer within {start_timeout_s:.0f} s; log {log_file}")
+        raise ServerStartError(
+            f"NeMo Gym server {name!r} did not answer within {start_timeout_s:.0f} s; log {log_file}"
+        )
 
 
 def _stop_recorded(state_file: Path) -> None:
@@ -162,6 +164,11 @@ def _stop_recorded(state_file: Path) -> None:
     if str(LAUNCHER).encode() in cmdline:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+def log_path(name: str, config: Mapping[str, Any] | None = None) -> Path:
+    """The server process's log (its stderr; rewritten at each start)."""
+    return _paths(name, config)[2]
 
 
 def server_pid(name: str, config: Mapping[str, Any] | None = None) -> int | None:
@@ -201,7 +208,12 @@ class NeMoGymClient:
     """
 
     def __init__(
-        self, name: str, config: Mapping[str, Any] | None = None, *, timeout_s: float = 300.0, idle_exit_s: float = 600.0
+        self,
+        name: str,
+        config: Mapping[str, Any] | None = None,
+        *,
+        timeout_s: float = 300.0,
+        idle_exit_s: float = 600.0,
     ) -> None:
         self.name = name
         self.config = dict(config or {})
@@ -217,7 +229,9 @@ class NeMoGymClient:
             self._pid = os.getpid()
         return self._client
 
-    def new_session(self, seed_body: Mapping[str, Any] | None = None, route: str | None = "/seed_session") -> httpx.Response | None:
+    def new_session(
+        self, seed_body: Mapping[str, Any] | None = None, route: str | None = "/seed_session"
+    ) -> httpx.Response | None:
         """Forget the previous episode's session cookie; post ``seed_body`` to ``route`` (which sets the new one).
         A server that does not answer is looked up again (and restarted) once before this gives up."""
         self._http().cookies.clear()
@@ -237,7 +251,9 @@ class NeMoGymClient:
         try:
             reply = self._http().post(self.base_url + route, json=body)
         except httpx.TransportError as exc:
-            raise InfraError(f"NeMo Gym server {self.name!r} unreachable at {route}: {type(exc).__name__}: {exc}") from exc
+            raise InfraError(
+                f"NeMo Gym server {self.name!r} unreachable at {route}: {type(exc).__name__}: {exc}"
+            ) from exc
         if reply.status_code >= 400:
             raise ServerHTTPError(
                 f"NeMo Gym server {self.name!r} answered {reply.status_code} at {route}: {reply.text[:500]}",

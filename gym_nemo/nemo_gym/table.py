@@ -4,10 +4,11 @@ Each entry: ``kind`` (``verify``: seed_session, tool routes, /verify; ``non_exec
 tool calls included, is the answer; ``gymnasium``: /reset and /step), ``status`` (``offline``: runs here
 with no network, judge or data beyond what the wheel ships; ``judge``: needs an LLM judge; ``data``: needs
 data the wheel does not ship; ``internet``: needs the internet, a container runtime or packages not
-installable offline), ``note`` (why) and ``replay`` (shipped example rollouts played through the env
-that gave back their stored reward, ``"5/5"``; ``""`` when not measured). The table is measured, not
-guessed: ``python scripts/nemo_gym_table.py`` rebuilds it from the installed wheel. Registered env ids
-(``nemo-gym/<server>-v0``) come from it, so they exist before the runtime does.
+installable offline; ``broken``: fails here for another reason), ``note`` (why) and ``replay`` (shipped
+example rollouts played through the env that gave back their stored reward, ``"5/5"``; ``""`` when not
+measured). The table is measured, not guessed: ``python scripts/nemo_gym_table.py`` rebuilds it from the
+installed wheel. Registered env ids (``nemo-gym/<server>-v0``) come from it, so they exist before the
+runtime does.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ STATUSES = {
     "judge": "needs an LLM judge",
     "data": "needs data not shipped",
     "internet": "needs internet or containers",
+    "broken": "fails here (see the note)",
 }
 
 

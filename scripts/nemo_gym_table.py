@@ -1,0 +1,127 @@
+"""Measure gym_nemo/nemo_gym/servers.json: start every server of the installed NeMo Gym wheel and replay its
+shipped example rollouts through nemo/NeMoGym-v0; classify each by what happened (see table.py).
+
+Usage: python scripts/nemo_gym_table.py [SERVER ... | --docs]   (after `gym-nemo nemo-gym setup offline`, or with the
+requirements of the servers to measure installed; writes the table in place, keeping other servers' rows)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from typing import Any
+
+import yaml
+
+import gym_nemo  # noqa: F401  (registers the env ids)
+from gym_nemo.nemo_gym import runtime
+from gym_nemo.nemo_gym.coverage import replay_server, rollout_rows
+from gym_nemo.nemo_gym.server import ServerStartError, log_path, stop_server
+from gym_nemo.nemo_gym.table import STATUSES, TABLE, servers
+
+TABLE_ROWS = servers()  # the cached table the env reads: updated in place as servers are measured
+
+UNINSTALLABLE = re.compile(r"git\+|https?://|@ |tavily|torch|nemo-skills|openenv|spacy|fhaviary|rdkit|swebench")
+JUDGE = re.compile(r"ConfigKeyError: Missing key|get_first_server_config_dict|judge_model|policy_model")
+
+
+def agent_max_steps(name: str) -> int | None:
+    """``max_steps`` of the NeMo Gym agent that plays the server's example dataset (its first config's agent)."""
+    for path in sorted((runtime.server_dir(name) / "configs").glob("*.yaml")):
+        try:
+            conf = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError:
+            continue
+        for top in conf.values():
+            agents = top.get("responses_api_agents") if isinstance(top, dict) else None
+            for agent in (agents or {}).values():
+                if isinstance(agent, dict) and isinstance(agent.get("max_steps"), int):
+                    return agent["max_steps"]
+    return None
+
+
+def classify(name: str) -> dict[str, Any]:
+    app = (runtime.server_dir(name) / "app.py").read_text()
+    kind = "gymnasium" if "GymnasiumServer" in app else "verify"
+    reqs = runtime.requirements(name)
+    bad = [r for r in reqs if UNINSTALLABLE.search(r)]
+    row: dict[str, Any] = {"kind": kind, "status": "", "note": "", "replay": "", "max_steps": agent_max_steps(name)}
+    TABLE_ROWS[name] = row  # the env reads max_steps from the table while the replay runs
+    if not rollout_rows(name):
+        row.update(status="data", note="ships no example_rollouts.jsonl")
+    log = log_path(name)
+    try:
+        results = replay_server(name, request_timeout_s=60.0)
+    except ServerStartError as exc:
+        text = str(exc)
+        missing = re.findall(r"Python module '([^']+)'", text)
+        if bad:
+            return {**row, "status": "internet", "note": f"needs {', '.join(bad)} (not installable offline here)"}
+        if missing:
+            note = f"imports {missing[0]}, which its requirements.txt does not list"
+            return {**row, "status": "broken", "note": note}
+        return {**row, "status": "internet", "note": text.splitlines()[0][:200]}
+    except (ValueError, FileNotFoundError, OSError) as exc:
+        return {**row, "status": row["status"] or "data", "note": row["note"] or str(exc)[:200]}
+    finally:
+        server_log = log.read_text(errors="replace") if log.exists() else ""
+        stop_server(name)
+    if not results:
+        return row
+    matched = sum(abs(r["reward"] - r["expected"]) < 1e-6 and not r["infra_error"] for r in results)
+    row["replay"] = f"{matched}/{len(results)}"
+    errors = [r["infra_error"] for r in results if r["infra_error"]]
+    if errors and JUDGE.search(server_log):
+        return {**row, "status": "judge", "note": "its /verify calls an LLM judge model server"}
+    if errors:
+        cause = [line for line in server_log.splitlines() if re.match(r"^\w+(\.\w+)*(Error|Exception)\b", line)]
+        note = f"{errors[0][:120]} ({cause[-1][:150]})" if cause else errors[0][:200]
+        return {**row, "status": "broken" if matched == 0 else "offline", "note": note}
+    note = "" if matched == len(results) else "replayed rewards differ from the stored ones (see docs)"
+    return {**row, "status": "offline", "note": note}
+
+
+def write_docs() -> None:
+    """The coverage table of docs/nemo_gym_servers.md, between its BEGIN/END TABLE markers, from servers.json."""
+    docs = TABLE.parents[2] / "docs" / "nemo_gym_servers.md"
+    table = json.loads(TABLE.read_text())["servers"]
+    counts = {s: sum(e["status"] == s for e in table.values()) for s in STATUSES}
+    green = sum(e["status"] == "offline" and e["replay"] and e["replay"].split("/")[0] == e["replay"].split("/")[1]
+                for e in table.values())  # fmt: skip
+    lines = [
+        f"{len(table)} servers: "
+        + ", ".join(f"{n} {STATUSES[s]}" for s, n in counts.items() if n)
+        + f"; {green} replay every shipped rollout to its stored reward.",
+        "",
+        "| server | kind | status | replay | note |",
+        "|---|---|---|---|---|",
+    ]
+    for name, e in sorted(table.items()):
+        note = e["note"].replace("|", "\\|").replace("\n", " ")
+        lines.append(f"| {name} | {e['kind']} | {STATUSES.get(e['status'], '?')} | {e['replay']} | {note} |")
+    text = docs.read_text()
+    start, end = text.index("<!-- BEGIN TABLE -->") + len("<!-- BEGIN TABLE -->"), text.index("<!-- END TABLE -->")
+    docs.write_text(text[:start] + "\n" + "\n".join(lines) + "\n" + text[end:])
+
+
+def main(names: list[str]) -> None:
+    table = json.loads(TABLE.read_text())
+    for name in names or runtime.installed_servers():
+        start = time.monotonic()
+        try:
+            row = classify(name)
+        except Exception as exc:  # one server's surprise must not stop the survey
+            row = {**TABLE_ROWS.get(name, {}), "status": "broken", "note": f"{type(exc).__name__}: {exc}"[:200]}
+        table["servers"][name] = row
+        print(f"{name:<48} {row['status']:<9} {row['replay']:<5} {time.monotonic() - start:5.1f}s {row['note'][:90]}")
+        TABLE.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--docs"]:
+        write_docs()
+    else:
+        main(sys.argv[1:])
+        write_docs()
