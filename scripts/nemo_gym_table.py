@@ -42,6 +42,22 @@ def agent_max_steps(name: str) -> int | None:
     return None
 
 
+def model_refs(name: str) -> list[str]:
+    """The server's config fields that name a model server (an LLM judge), e.g. ``judge_model_server``."""
+    refs = []
+    for path in sorted((runtime.server_dir(name) / "configs").glob("*.yaml")):
+        try:
+            conf = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError:
+            continue
+        for top in conf.values():
+            fields = (top.get("resources_servers") or {}).get(name) if isinstance(top, dict) else None
+            for key, value in (fields or {}).items():
+                if isinstance(value, dict) and value.get("type") == "responses_api_models":
+                    refs.append(key)
+    return sorted(set(refs))
+
+
 def classify(name: str) -> dict[str, Any]:
     app = (runtime.server_dir(name) / "app.py").read_text()
     kind = "gymnasium" if "GymnasiumServer" in app else "verify"
@@ -62,7 +78,9 @@ def classify(name: str) -> dict[str, Any]:
         if missing:
             note = f"imports {missing[0]}, which its requirements.txt does not list"
             return {**row, "status": "broken", "note": note}
-        return {**row, "status": "internet", "note": text.splitlines()[0][:200]}
+        first = text.splitlines()[0].split(". Log ")[0]
+        offline = re.search(r"URLError|Name or service|ConnectError|ConnectionError|docker|uv is required", text)
+        return {**row, "status": "internet" if offline else "broken", "note": first[:200]}
     except (ValueError, FileNotFoundError, OSError) as exc:
         return {**row, "status": row["status"] or "data", "note": row["note"] or str(exc)[:200]}
     finally:
@@ -79,6 +97,9 @@ def classify(name: str) -> dict[str, Any]:
         cause = [line for line in server_log.splitlines() if re.match(r"^\w+(\.\w+)*(Error|Exception)\b", line)]
         note = f"{errors[0][:120]} ({cause[-1][:150]})" if cause else errors[0][:200]
         return {**row, "status": "broken" if matched == 0 else "offline", "note": note}
+    if matched < len(results) and model_refs(name):
+        refs = ", ".join(model_refs(name))
+        return {**row, "status": "judge", "note": f"scores with an LLM judge ({refs}); without one it pays 0"}
     note = "" if matched == len(results) else "replayed rewards differ from the stored ones (see docs)"
     return {**row, "status": "offline", "note": note}
 

@@ -79,6 +79,23 @@ def test_requirements_drop_the_editable_nemo_gym_line(tmp_path: Path, monkeypatc
     assert runtime.requirements("srv") == ["math-verify==0.8.0"]
 
 
+def test_recorded_output_becomes_one_action_per_assistant_turn() -> None:
+    from gym_nemo.nemo_gym.coverage import recorded_actions
+
+    response = {
+        "output": [
+            {"type": "reasoning", "summary": []},
+            {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Let me look."}]},
+            {"type": "function_call", "name": "get_weather", "arguments": '{"city": "SF"}', "call_id": "c1"},
+            {"type": "function_call_output", "call_id": "c1", "output": "cold"},
+            {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "It is cold."}]},
+        ]
+    }
+    first, final = recorded_actions(response)
+    assert first.startswith("Let me look.\n<tool_call>") and '"city": "SF"' in first
+    assert final == "It is cold."
+
+
 # ---------------------------------------------------------------- coverage: every offline server, every rollout
 @needs_runtime
 @pytest.mark.parametrize("server", offline_servers())
@@ -151,11 +168,12 @@ def test_make_vec_token_env_and_collector(tmp_path: Path) -> None:
 
     tok = build_tokenizer("chatml")
     env = TokenEnv(gym.make("nemo-gym/example_single_tool_call-v0"), tok)
-    env.reset(seed=0)
-    _, _, _, _, info = env.step(tok.encode(CALL + "<|im_end|>", add_special_tokens=False))
-    assert "cold" in tok.decode(info["observation_tokens"]) if "observation_tokens" in info else True
-    _, reward, terminated, _, _ = env.step(tok.encode("Cold.<|im_end|>", add_special_tokens=False))
-    assert terminated and reward == 1.0
+    env.reset(options={"task": TOOL_ROW})
+    obs, _, _, _, info = env.step(tok.encode(CALL, add_special_tokens=False) + env.end_of_turn_ids)
+    assert "cold" in tok.decode(obs)  # the server's tool result reaches the token stream
+    ids = tok.encode("It is cold.", add_special_tokens=False) + env.end_of_turn_ids
+    _, reward, terminated, _, info = env.step(ids)
+    assert terminated and reward == 1.0 and sum(info["loss_mask"]) > 0
     env.close()
 
 

@@ -88,13 +88,14 @@ def build_app(name: str, overrides: dict, port: int):
     return app
 
 
-def main() -> None:
+def serve(argv: list[str]) -> None:
+    """Serve one server (the arguments of the module docstring's usage line) until it is idle."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--server", required=True)
     parser.add_argument("--state-file", required=True)
     parser.add_argument("--config", default="{}", help="JSON overrides of the server's config fields")
     parser.add_argument("--idle-exit", type=float, default=600.0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -132,6 +133,64 @@ def main() -> None:
     os.replace(tmp, args.state_file)
     print(state, flush=True)
     asyncio.run(server.serve(sockets=[sock]))
+
+
+def zygote(socket_path: str, idle_exit: float) -> None:
+    """Import what every server needs once (NeMo Gym, FastAPI, uvicorn: ~7 s of CPU), then fork one process per
+    server asked for on the unix socket ``socket_path``: a request is a JSON line ``{"argv": [...], "log": PATH}``,
+    the answer ``{"pid": N}``. Each child is a server process of its own (own session, stderr to its log). Exits
+    after ``idle_exit`` seconds without requests."""
+    import signal
+
+    import fastapi  # noqa: F401
+    import nemo_gym.base_resources_server
+    import nemo_gym.server_utils  # noqa: F401
+    import uvicorn  # noqa: F401
+    from omegaconf import OmegaConf  # noqa: F401
+
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(socket_path)
+    listener.listen(64)
+    listener.settimeout(idle_exit)
+    print(json.dumps({"zygote": os.getpid()}), flush=True)
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except TimeoutError:
+            break
+        with conn:
+            request = json.loads(conn.makefile("r").readline())
+            pid = os.fork()
+            if pid == 0:
+                listener.close()
+                conn.close()
+                os.setsid()
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                null = os.open(os.devnull, os.O_RDWR)
+                os.dup2(null, 0)
+                os.dup2(null, 1)
+                os.dup2(log, 2)
+                code = 0
+                try:
+                    serve(request["argv"])
+                except BaseException:  # reported in the log; the parent sees the process gone
+                    import traceback
+
+                    traceback.print_exc()
+                    code = 1
+                sys.stderr.flush()
+                os._exit(code)
+            conn.sendall((json.dumps({"pid": pid}) + "\n").encode())
+    os.unlink(socket_path)
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["--zygote"]:
+        zygote(sys.argv[2], float(sys.argv[3]))
+    else:
+        serve(sys.argv[1:])
 
 
 if __name__ == "__main__":
