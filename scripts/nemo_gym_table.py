@@ -69,7 +69,7 @@ def classify(name: str) -> dict[str, Any]:
         row.update(status="data", note="ships no example_rollouts.jsonl")
     log = log_path(name)
     try:
-        results = replay_server(name, request_timeout_s=60.0)
+        results = replay_server(name, request_timeout_s=60.0, start_timeout_s=60.0)
     except ServerStartError as exc:
         text = str(exc)
         missing = re.findall(r"Python module '([^']+)'", text)
@@ -79,7 +79,9 @@ def classify(name: str) -> dict[str, Any]:
             note = f"imports {missing[0]}, which its requirements.txt does not list"
             return {**row, "status": "broken", "note": note}
         first = text.splitlines()[0].split(". Log ")[0]
-        offline = re.search(r"URLError|Name or service|ConnectError|ConnectionError|docker|uv is required", text)
+        offline = re.search(
+            r"URLError|Name or service|ConnectError|ConnectionError|docker|[Ss]andbox|uv is required", text
+        )
         return {**row, "status": "internet" if offline else "broken", "note": first[:200]}
     except (ValueError, FileNotFoundError, OSError) as exc:
         return {**row, "status": row["status"] or "data", "note": row["note"] or str(exc)[:200]}
@@ -100,7 +102,20 @@ def classify(name: str) -> dict[str, Any]:
     if matched < len(results) and model_refs(name):
         refs = ", ".join(model_refs(name))
         return {**row, "status": "judge", "note": f"scores with an LLM judge ({refs}); without one it pays 0"}
-    note = "" if matched == len(results) else "replayed rewards differ from the stored ones (see docs)"
+    note = ""
+    if matched < len(results):
+        unfaithful = [
+            i for i, r in enumerate(results) if r["direct"] is not None and abs(r["reward"] - r["direct"]) > 1e-6
+        ]
+        stale = [
+            i for i, r in enumerate(results) if r["direct"] is not None and abs(r["direct"] - r["expected"]) > 1e-6
+        ]
+        if stale and not unfaithful:
+            note = f"the server itself scores stored rollout(s) {stale} differently from their stored reward"
+        elif row["kind"] == "gymnasium":
+            note = "episodes are random (the server's reset does not take a seed)"
+        else:
+            note = f"replay differs from the server's own score on rollout(s) {unfaithful}"
     return {**row, "status": "offline", "note": note}
 
 

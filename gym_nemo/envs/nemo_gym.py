@@ -79,6 +79,7 @@ class NeMoGymEnv(TextEnv):
         data: task rows; default the server's shipped ``data/example.jsonl``.
         server_config: overrides of the server's config fields (each distinct config is its own process).
         request_timeout_s: the longest one request to the server may take.
+        start_timeout_s: the longest the server process may take to start answering.
         verify_after_steps: verify the transcript after this many assistant messages even when the last one
             called tools, as NeMo Gym's agent does at its ``max_steps`` (default: that agent's, from the table).
     """
@@ -94,6 +95,7 @@ class NeMoGymEnv(TextEnv):
         data: str | Path | Sequence[Mapping[str, Any]] | None = None,
         server_config: Mapping[str, Any] | None = None,
         request_timeout_s: float = 300.0,
+        start_timeout_s: float = 300.0,
         verify_after_steps: int | None = None,
         **kwargs: Any,
     ) -> None:
@@ -109,7 +111,7 @@ class NeMoGymEnv(TextEnv):
                 raise RuntimeMissing(f"{exc} {server}") from None
             if not Path(data).is_file():
                 raise ValueError(f"NeMo Gym server {server!r} ships no data/example.jsonl; pass data=")
-        self.client = NeMoGymClient(server, server_config, timeout_s=request_timeout_s)
+        self.client = NeMoGymClient(server, server_config, timeout_s=request_timeout_s, start_timeout_s=start_timeout_s)
         self._reset_error: str | None = None
         super().__init__(data=data, **kwargs)
         self.reward_range = (-math.inf, math.inf)  # NeMo Gym rewards are the server's (blackjack pays -1)

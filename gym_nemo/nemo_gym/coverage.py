@@ -15,8 +15,10 @@ from typing import Any
 
 import gymnasium as gym
 
+from gym_nemo.core.errors import InfraError
 from gym_nemo.core.task import input_messages, read_jsonl
 from gym_nemo.nemo_gym.runtime import server_dir
+from gym_nemo.nemo_gym.server import drop_nulls
 
 #: Fields a rollout row adds to its task row (results of the agent and verifier), dropped before a replay.
 _ROLLOUT_KEYS = ("response", "reward", "terminated", "truncated", "info", "_ng_task_index", "_ng_rollout_index")
@@ -38,8 +40,12 @@ def rollout_rows(server: str) -> list[dict[str, Any]]:
 def task_row(rollout: Mapping[str, Any], examples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The task row a rollout played: its ``example.jsonl`` row when one has the same prompt (the rollout's own
     ``responses_create_params`` kept), else the rollout without what the agent and verifier added."""
+    index = rollout.get("_ng_task_index")
     by_prompt = {_prompt_key(e): e for e in examples}
-    base = by_prompt.get(_prompt_key(rollout))
+    if isinstance(index, int) and 0 <= index < len(examples) and _prompt_key(examples[index]) == _prompt_key(rollout):
+        base = examples[index]  # the exact row (prompts repeat: circle_count)
+    else:
+        base = by_prompt.get(_prompt_key(rollout))
     if base is None:
         return {k: v for k, v in rollout.items() if k not in _ROLLOUT_KEYS}
     return {**base, "responses_create_params": rollout["responses_create_params"]}
@@ -76,8 +82,21 @@ def recorded_actions(response: Mapping[str, Any]) -> list[str]:
 
 def replay(env: gym.Env, rollout: Mapping[str, Any], examples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Play one rollout through ``env``; returns ``{"reward": summed step rewards, "expected": the stored reward,
-    "steps", "infra_error", "terminated"}``."""
-    env.reset(options={"task": task_row(rollout, examples)})
+    "direct": what the server's /verify says of the stored response itself (verify servers; else None),
+    "steps", "infra_error", "terminated"}``. ``direct`` tells the adapter's faults (reward != direct) from the
+    data's (direct != expected: the server no longer scores its own stored rollout as stored)."""
+    row = task_row(rollout, examples)
+    unwrapped = env.unwrapped
+    direct = None
+    if getattr(unwrapped, "server_kind", None) == "verify":
+        body = drop_nulls(row)
+        unwrapped.client.new_session(body)
+        try:
+            reply = unwrapped.client.post("/verify", {**body, "response": drop_nulls(dict(rollout["response"]))})
+            direct = float(reply.json()["reward"])
+        except InfraError:
+            direct = None
+    env.reset(options={"task": row})
     total, info, terminated, steps = 0.0, {}, False, 0
     for action in recorded_actions(rollout["response"]):
         _, reward, terminated, truncated, info = env.step(action)
@@ -88,6 +107,7 @@ def replay(env: gym.Env, rollout: Mapping[str, Any], examples: Sequence[Mapping[
     return {
         "reward": total,
         "expected": float(rollout.get("reward") or 0.0),
+        "direct": direct,
         "steps": steps,
         "terminated": terminated,
         "infra_error": info.get("infra_error"),

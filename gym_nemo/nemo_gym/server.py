@@ -273,6 +273,7 @@ class NeMoGymClient:
         *,
         timeout_s: float = 300.0,
         idle_exit_s: float = 600.0,
+        start_timeout_s: float = 300.0,
     ) -> None:
         self.name = name
         self.config = dict(config or {})
@@ -280,7 +281,8 @@ class NeMoGymClient:
         self.idle_exit_s = idle_exit_s
         self._client: httpx.Client | None = None
         self._pid = os.getpid()
-        self.base_url = start_server(name, self.config, idle_exit_s=idle_exit_s)
+        self.start_timeout_s = start_timeout_s
+        self.base_url = start_server(name, self.config, idle_exit_s=idle_exit_s, start_timeout_s=start_timeout_s)
 
     def _http(self) -> httpx.Client:
         if self._client is None or self._pid != os.getpid():  # never share a connection across a fork
@@ -301,7 +303,9 @@ class NeMoGymClient:
         except InfraError as exc:
             if not isinstance(exc.__cause__, httpx.TransportError):
                 raise
-        self.base_url = start_server(self.name, self.config, idle_exit_s=self.idle_exit_s)
+        self.base_url = start_server(
+            self.name, self.config, idle_exit_s=self.idle_exit_s, start_timeout_s=self.start_timeout_s
+        )
         self._http().cookies.clear()
         return self.post(route, seed_body or {})
 
