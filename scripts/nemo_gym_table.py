@@ -43,7 +43,8 @@ def agent_max_steps(name: str) -> int | None:
 
 
 def model_refs(name: str) -> list[str]:
-    """The server's config fields that name a model server (an LLM judge), e.g. ``judge_model_server``."""
+    """The server's config fields that name a model server (an LLM judge), e.g. ``judge_model_server``; none when
+    its config turns the judge off (math_with_judge's ``should_use_judge: false``)."""
     refs = []
     for path in sorted((runtime.server_dir(name) / "configs").glob("*.yaml")):
         try:
@@ -52,7 +53,10 @@ def model_refs(name: str) -> list[str]:
             continue
         for top in conf.values():
             fields = (top.get("resources_servers") or {}).get(name) if isinstance(top, dict) else None
-            for key, value in (fields or {}).items():
+            fields = fields or {}
+            if any("use_judge" in key and value is False for key, value in fields.items()):
+                return []
+            for key, value in fields.items():
                 if isinstance(value, dict) and value.get("type") == "responses_api_models":
                     refs.append(key)
     return sorted(set(refs))
@@ -69,19 +73,28 @@ def classify(name: str) -> dict[str, Any]:
         row.update(status="data", note="ships no example_rollouts.jsonl")
     log = log_path(name)
     try:
-        results = replay_server(name, request_timeout_s=60.0, start_timeout_s=60.0)
+        results = replay_server(name, stop_on_infra_error=True, request_timeout_s=30.0, start_timeout_s=60.0)
     except ServerStartError as exc:
         text = str(exc)
         missing = re.findall(r"Python module '([^']+)'", text)
         if bad:
-            return {**row, "status": "internet", "note": f"needs {', '.join(bad)} (not installable offline here)"}
+            note = f"needs {', '.join(bad)} (from git/URLs, a web service or CUDA-sized; not installed here)"
+            return {**row, "status": "internet", "note": note}
+        if missing and name not in (runtime.read_stamp().get("servers") or []):
+            note = f"its requirements.txt is not installed by `setup offline` (pins that clash); misses {missing[0]}"
+            return {**row, "status": "broken", "note": note}
         if missing:
             note = f"imports {missing[0]}, which its requirements.txt does not list"
             return {**row, "status": "broken", "note": note}
         first = text.splitlines()[0].split(". Log ")[0]
+        if JUDGE.search(text):
+            return {**row, "status": "judge", "note": "its config names an LLM judge model server it looks up at start"}
         offline = re.search(
             r"URLError|Name or service|ConnectError|ConnectionError|docker|[Ss]andbox|uv is required", text
         )
+        code = " ".join(p.read_text(errors="replace") for p in runtime.server_dir(name).glob("*.py"))
+        if "did not answer within" in text and re.search(r"wait_for_sandbox|sandbox_url|SANDBOX", code):
+            return {**row, "status": "internet", "note": "waits at start for a code-execution sandbox service"}
         return {**row, "status": "internet" if offline else "broken", "note": first[:200]}
     except (ValueError, FileNotFoundError, OSError) as exc:
         return {**row, "status": row["status"] or "data", "note": row["note"] or str(exc)[:200]}
@@ -91,10 +104,14 @@ def classify(name: str) -> dict[str, Any]:
     if not results:
         return row
     matched = sum(abs(r["reward"] - r["expected"]) < 1e-6 and not r["infra_error"] for r in results)
-    row["replay"] = f"{matched}/{len(results)}"
+    row["replay"] = f"{matched}/{len(rollout_rows(name))}"
     errors = [r["infra_error"] for r in results if r["infra_error"]]
     if errors and JUDGE.search(server_log):
         return {**row, "status": "judge", "note": "its /verify calls an LLM judge model server"}
+    missing_fields = re.findall(r'"type":"missing","loc":\["body","(\w+)"', " ".join(errors))
+    if missing_fields:
+        note = f"its shipped rollouts are for task rows it does not ship (they lack {missing_fields[0]!r})"
+        return {**row, "status": "data", "note": note}
     if errors:
         cause = [line for line in server_log.splitlines() if re.match(r"^\w+(\.\w+)*(Error|Exception)\b", line)]
         note = f"{errors[0][:120]} ({cause[-1][:150]})" if cause else errors[0][:200]

@@ -23,6 +23,7 @@ restarted server. Rows of the wrong shape raise ``ValueError`` naming the field.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -69,6 +70,29 @@ def _tool(schema: Mapping[str, Any], index: int, call: Any) -> Tool:
     except jsonschema.SchemaError:
         parameters = {"type": "object"}  # the server validates what it receives; ours cannot check this schema
     return Tool(name, str(spec.get("description") or ""), parameters, lambda **args: call(name, args))
+
+
+def _as_messages(items: Any) -> Any:
+    """A Responses ``input`` with earlier turns' ``function_call``/``function_call_output`` items (rows that replay
+    a conversation) as chat messages: the call as a ``<tool_call>`` in an assistant message, its output a tool
+    message; reasoning items dropped. Anything else is left for :func:`input_messages` to accept or reject."""
+    if not isinstance(items, list):
+        return items
+    messages: list[Any] = []
+    for item in items:
+        kind = item.get("type") if isinstance(item, Mapping) else None
+        if kind == "function_call":
+            try:
+                arguments = json.loads(item.get("arguments") or "{}")
+            except json.JSONDecodeError:
+                arguments = item.get("arguments")
+            call = json.dumps({"name": item.get("name"), "arguments": arguments}, ensure_ascii=False)
+            messages.append({"role": "assistant", "content": f"<tool_call>\n{call}\n</tool_call>"})
+        elif kind == "function_call_output":
+            messages.append({"role": "tool", "content": str(item.get("output") or "")})
+        elif kind != "reasoning":
+            messages.append(item)
+    return messages
 
 
 class NeMoGymEnv(TextEnv):
@@ -126,7 +150,7 @@ class NeMoGymEnv(TextEnv):
                 f'task row {index}: "responses_create_params" must be an object with the prompt in "input"'
             )
         try:
-            messages = input_messages(row)
+            messages = input_messages({"responses_create_params": {"input": _as_messages(params.get("input"))}})
         except ValueError as exc:
             raise ValueError(f"task row {index}: responses_create_params.input: {exc}") from None
         tools = params.get("tools")

@@ -114,12 +114,18 @@ def replay(env: gym.Env, rollout: Mapping[str, Any], examples: Sequence[Mapping[
     }
 
 
-def replay_server(server: str, **env_kwargs: Any) -> list[dict[str, Any]]:
-    """Replay every shipped rollout of ``server`` through ``gym.make("nemo/NeMoGym-v0", server=server)``."""
+def replay_server(server: str, *, stop_on_infra_error: bool = False, **env_kwargs: Any) -> list[dict[str, Any]]:
+    """Replay every shipped rollout of ``server`` through ``gym.make("nemo/NeMoGym-v0", server=server)``
+    (up to the first infrastructure error with ``stop_on_infra_error``: a server that times out once will again)."""
     examples_path: Path = server_dir(server) / "data" / "example.jsonl"
     examples = read_jsonl(examples_path) if examples_path.is_file() else []
     env = gym.make("nemo/NeMoGym-v0", server=server, max_turns=64, max_episode_steps=64, **env_kwargs)
     try:
-        return [replay(env, rollout, examples) for rollout in rollout_rows(server)]
+        results = []
+        for rollout in rollout_rows(server):
+            results.append(replay(env, rollout, examples))
+            if stop_on_infra_error and results[-1]["infra_error"]:
+                break
+        return results
     finally:
         env.close()
