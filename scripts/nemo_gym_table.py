@@ -65,6 +65,9 @@ def model_refs(name: str) -> list[str]:
 def classify(name: str) -> dict[str, Any]:
     app = (runtime.server_dir(name) / "app.py").read_text()
     kind = "gymnasium" if "GymnasiumServer" in app else "verify"
+    endings = [(r.get("response") or {}).get("output", [{}])[-1:] for r in rollout_rows(name)]
+    if kind == "verify" and endings and all(e and e[0].get("type") == "function_call" for e in endings):
+        kind = "non_executing"  # NeMo Gym's agent verifies the model's first tool calls without running them
     reqs = runtime.requirements(name)
     bad = [r for r in reqs if UNINSTALLABLE.search(r)]
     row: dict[str, Any] = {"kind": kind, "status": "", "note": "", "replay": "", "max_steps": agent_max_steps(name)}
@@ -80,7 +83,7 @@ def classify(name: str) -> dict[str, Any]:
         if bad:
             note = f"needs {', '.join(bad)} (from git/URLs, a web service or CUDA-sized; not installed here)"
             return {**row, "status": "internet", "note": note}
-        if missing and name not in (runtime.read_stamp().get("servers") or []):
+        if missing and reqs and name not in (runtime.read_stamp().get("servers") or []):
             note = f"its requirements.txt is not installed by `setup offline` (pins that clash); misses {missing[0]}"
             return {**row, "status": "broken", "note": note}
         if missing:
@@ -132,7 +135,11 @@ def classify(name: str) -> dict[str, Any]:
         elif row["kind"] == "gymnasium":
             note = "episodes are random (the server's reset does not take a seed)"
         else:
-            note = f"replay differs from the server's own score on rollout(s) {unfaithful}"
+            agents = " ".join(p.read_text() for p in (runtime.server_dir(name) / "configs").glob("*.yaml"))
+            simulated = "tool_simulation_agent" in agents
+            why = "its agent simulates tool results with an LLM" if simulated else "see the note"
+            note = f"replay differs from the server's own score on rollout(s) {unfaithful}: {why}"
+            return {**row, "status": "judge" if simulated else "broken", "note": note}
     return {**row, "status": "offline", "note": note}
 
 

@@ -106,16 +106,16 @@ def test_shipped_rollouts_replay_to_their_stored_reward(server: str) -> None:
     entry = servers()[server]
     results = replay_server(server)
     matched = sum(abs(r["reward"] - r["expected"]) < 1e-6 and not r["infra_error"] for r in results)
-    assert f"{matched}/{len(results)}" == entry["replay"], results
     assert not any(r["infra_error"] for r in results), results
+    random = "random" in entry["note"]  # a server whose reset takes no seed deals new episodes every time
+    if not random:
+        assert f"{matched}/{len(results)}" == entry["replay"], results
     for r in results:
         if r["direct"] is not None:
             assert r["reward"] == pytest.approx(r["direct"]), r
     env = gym.make(f"nemo-gym/{server}-v0")
     try:
-        if (
-            "random" not in entry["note"]
-        ):  # a server whose reset takes no seed cannot pass check_env's determinism check
+        if not random:  # check_env's determinism check needs a reset that takes the seed
             check_env(env.unwrapped, skip_render_check=True)
     finally:
         env.close()

@@ -54,7 +54,12 @@ def response_object(messages: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     for n, item in enumerate(response["output"]):
         if item.get("type") == "message" and item.get("role") != "assistant":
             text = "".join(part.get("text", "") for part in item.get("content") or [])
-            response["output"][n] = {"type": "message", "role": "user", "content": text}
+            # content as parts, not a bare string: openai's Response.output_text reads each part's type
+            response["output"][n] = {
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": text}],
+            }
     return response
 
 
@@ -137,6 +142,7 @@ class NeMoGymEnv(TextEnv):
                 raise ValueError(f"NeMo Gym server {server!r} ships no data/example.jsonl; pass data=")
         self.client = NeMoGymClient(server, server_config, timeout_s=request_timeout_s, start_timeout_s=start_timeout_s)
         self._reset_error: str | None = None
+        self._prompt_len = 0
         super().__init__(data=data, **kwargs)
         self.reward_range = (-math.inf, math.inf)  # NeMo Gym rewards are the server's (blackjack pays -1)
 
@@ -186,6 +192,7 @@ class NeMoGymEnv(TextEnv):
                 self._messages.append({"role": "user", "content": str(first)})
                 observation = f"{observation}\n\n{first}"
                 info["messages"] = self.messages
+        self._prompt_len = len(self._messages)  # the episode's output starts here (the row may hold earlier turns)
         return self._cap(observation), info
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
@@ -273,7 +280,7 @@ class NeMoGymEnv(TextEnv):
             raise
 
     def verify(self, task: Task, answer: str) -> Verdict:
-        body = {**task.hidden, "response": response_object(self._messages)}
+        body = {**task.hidden, "response": response_object(self._messages[self._prompt_len :])}
         data = self.client.post("/verify", body).json()  # InfraError -> TextEnv reports an infra failure
         reward = data.get("reward")
         if not isinstance(reward, (int, float)) or not math.isfinite(reward):
