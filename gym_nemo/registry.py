@@ -65,10 +65,6 @@ ENVS: dict[str, EnvEntry] = {
         entry_point="gym_nemo.envs.mcp:MCPEnv",
         summary="the tools of any MCP stdio server (rows name the server) with verifiers on answer or final state",
     ),
-    "nemo/NeMoGym-v0": EnvEntry(
-        entry_point="gym_nemo.envs.nemo_gym:NeMoGymEnv",
-        summary="any NeMo Gym resources server run for real (server=...; `gym-nemo nemo-gym list`); reward: its own",
-    ),
     "nemo/Remote-v0": EnvEntry(
         entry_point="gym_nemo.serve.remote:RemoteEnv",
         summary="an env served by `gym-nemo serve` over HTTP (url=..., env_id=...); infra failures -> truncated",
@@ -77,26 +73,33 @@ ENVS: dict[str, EnvEntry] = {
 
 
 def _nemo_gym_entries() -> dict[str, EnvEntry]:
-    """``nemo-gym/<server>-v0`` for every server of the pinned NeMo Gym wheel that runs offline (from the
-    checked-in table, so the ids exist before the NeMo Gym runtime does)."""
+    """``nemo/NeMoGym-v0`` and ``nemo-gym/<server>-v0`` for every server of the pinned NeMo Gym wheel that runs
+    offline (from the checked-in table, so the ids exist before the NeMo Gym runtime does)."""
     from gym_nemo.nemo_gym.table import offline_servers, servers
 
-    return {
-        f"nemo-gym/{name}-v0": EnvEntry(
+    entries = {
+        "nemo/NeMoGym-v0": EnvEntry(
+            entry_point="gym_nemo.envs.nemo_gym:NeMoGymEnv",
+            summary="any NeMo Gym resources server, run for real (server=...; `gym-nemo nemo-gym list`)",
+        ),
+    }
+    for name in offline_servers():
+        entries[f"nemo-gym/{name}-v0"] = EnvEntry(
             entry_point="gym_nemo.envs.nemo_gym:NeMoGymEnv",
             summary=f"NeMo Gym's {name} server ({servers()[name]['kind']}), run for real",
             kwargs={"server": name},
         )
-        for name in offline_servers()
-    }
+    return entries
 
 
-ENVS.update(_nemo_gym_entries())
+#: NeMo Gym's own servers, run for real (``gym_nemo.nemo_gym``). Kept apart from ``ENVS`` (the native families):
+#: they need the NeMo Gym runtime (``gym-nemo nemo-gym setup``), so "every env" suites and checks stay native.
+NEMO_GYM_ENVS: dict[str, EnvEntry] = _nemo_gym_entries()
 
 
 def register_all() -> None:
-    """Register every env in ``ENVS`` with Gymnasium (idempotent)."""
-    for env_id, entry in ENVS.items():
+    """Register every env in ``ENVS`` and ``NEMO_GYM_ENVS`` with Gymnasium (idempotent)."""
+    for env_id, entry in {**ENVS, **NEMO_GYM_ENVS}.items():
         if env_id in gym.registry:
             continue
         gym.register(

@@ -24,7 +24,9 @@ from gym_nemo.nemo_gym.table import STATUSES, TABLE, servers
 TABLE_ROWS = servers()  # the cached table the env reads: updated in place as servers are measured
 
 UNINSTALLABLE = re.compile(r"git\+|https?://|@ |tavily|torch|nemo-skills|openenv|spacy|fhaviary|rdkit|swebench")
-JUDGE = re.compile(r"ConfigKeyError: Missing key|get_first_server_config_dict|judge_model|policy_model")
+JUDGE = re.compile(
+    r"ConfigKeyError: Missing key|get_first_server_config_dict|judge_model|policy_model|create_chat_completion"
+)
 
 
 def agent_max_steps(name: str) -> int | None:

@@ -116,9 +116,9 @@ def installed_servers() -> list[str]:
 def requirements(name: str) -> list[str]:
     """A server's ``requirements.txt`` lines, without comments and the editable install of NeMo Gym itself."""
     path = server_dir(name) / "requirements.txt"
+    lines: list[str] = []
     if not path.is_file():
-        return []
-    lines = []
+        return lines
     for line in path.read_text(encoding="utf-8").splitlines():
         line = line.split("#", 1)[0].strip()
         if line and not line.startswith("-e") and not line.startswith("nemo-gym"):
