@@ -36,6 +36,7 @@ TOOL_ROW = {
                 "type": "function",
                 "name": "get_weather",
                 "description": "",
+                "strict": True,
                 "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
             }
         ],

@@ -64,6 +64,20 @@ def model_refs(name: str) -> list[str]:
     return sorted(set(refs))
 
 
+def wrong_answer_probe(name: str) -> str | None:
+    """The infra error a plainly wrong final answer gets (servers that call a judge when their rule check says
+    no answer with 5xx when there is none), or None when it is scored."""
+    import gymnasium as gym
+
+    env = gym.make("nemo/NeMoGym-v0", server=name, request_timeout_s=30.0)
+    try:
+        env.reset(seed=0)
+        *_, info = env.step("I do not know.")
+        return info.get("infra_error")
+    finally:
+        env.close()
+
+
 def classify(name: str) -> dict[str, Any]:
     app = (runtime.server_dir(name) / "app.py").read_text()
     kind = "gymnasium" if "GymnasiumServer" in app else "verify"
@@ -121,6 +135,11 @@ def classify(name: str) -> dict[str, Any]:
         cause = [line for line in server_log.splitlines() if re.match(r"^\w+(\.\w+)*(Error|Exception)\b", line)]
         note = f"{errors[0][:120]} ({cause[-1][:150]})" if cause else errors[0][:200]
         return {**row, "status": "broken" if matched == 0 else "offline", "note": note}
+    probe = wrong_answer_probe(name)
+    if probe:
+        judge = JUDGE.search(log.read_text(errors="replace") if log.exists() else "") or model_refs(name)
+        note = f"a wrong answer gets an infrastructure error: {probe[:150]}"
+        return {**row, "status": "judge" if judge else "broken", "note": note}
     if matched < len(results) and model_refs(name):
         refs = ", ".join(model_refs(name))
         return {**row, "status": "judge", "note": f"scores with an LLM judge ({refs}); without one it pays 0"}

@@ -38,7 +38,7 @@ from gym_nemo.core.responses import transcript_to_response
 from gym_nemo.core.task import Task, input_messages
 from gym_nemo.core.tools import Tool
 from gym_nemo.core.verdict import Verdict
-from gym_nemo.nemo_gym.runtime import NEMO_GYM_VERSION, RuntimeMissing, package_dir
+from gym_nemo.nemo_gym.runtime import NEMO_GYM_VERSION, RuntimeMissing, package_dir, venv_dir
 from gym_nemo.nemo_gym.server import NeMoGymClient, ServerHTTPError, drop_nulls
 from gym_nemo.nemo_gym.table import server_entry
 
@@ -136,8 +136,11 @@ class NeMoGymEnv(TextEnv):
         if data is None:
             try:
                 data = package_dir() / "resources_servers" / server / "data" / "example.jsonl"
-            except RuntimeMissing as exc:
-                raise RuntimeMissing(f"{exc} {server}") from None
+            except RuntimeMissing:
+                raise RuntimeMissing(
+                    f"NeMo Gym server {server!r} needs the NeMo Gym runtime, not installed in {venv_dir()}; "
+                    f"run `gym-nemo nemo-gym setup {server}`"
+                ) from None
             if not Path(data).is_file():
                 raise ValueError(f"NeMo Gym server {server!r} ships no data/example.jsonl; pass data=")
         self.client = NeMoGymClient(server, server_config, timeout_s=request_timeout_s, start_timeout_s=start_timeout_s)
