@@ -26,6 +26,7 @@ import gym_nemo  # noqa: F401  (registers the ids)
 from gym_nemo.core.task import read_jsonl
 from gym_nemo.nemo_gym.coverage import recorded_actions, rollout_rows, task_row
 from gym_nemo.nemo_gym.runtime import server_dir
+from gym_nemo.nemo_gym.server import nodelay_transport
 
 CALL = '<tool_call>{"name": "get_weather", "arguments": {"city": "SF"}}</tool_call>'
 TOOL_ROW = {
@@ -83,7 +84,8 @@ def bench_tool_call(rounds: int) -> None:
     env = gym.make("nemo-gym/example_single_tool_call-v0", max_turns=10_000, max_episode_steps=10_000)
     client = env.unwrapped.client
     env.reset(options={"task": TOOL_ROW})
-    direct = httpx.Client(cookies=client._http().cookies)  # the same session, the same kind of connection
+    # the same session, the same kind of connection (TCP_NODELAY, as the adapter's)
+    direct = httpx.Client(cookies=client._http().cookies, transport=nodelay_transport())
     url = f"{client.base_url}/get_weather"
     adapter, raw = [], []
     for _ in range(rounds):

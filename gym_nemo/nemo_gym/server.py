@@ -250,6 +250,12 @@ def stop_server(name: str, config: Mapping[str, Any] | None = None) -> None:
         state_file.unlink(missing_ok=True)
 
 
+def nodelay_transport() -> httpx.HTTPTransport:
+    """An httpx transport whose sockets set TCP_NODELAY. httpx writes a request's headers and body separately;
+    with Nagle's algorithm the body then waits for the server's delayed ACK: ~40 ms per request on loopback."""
+    return httpx.HTTPTransport(socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+
+
 def drop_nulls(value: Any) -> Any:
     """``value`` without ``None`` entries in dicts, recursively: NeMo Gym's stored rows carry nulls its request
     models reject (422)."""
@@ -289,7 +295,9 @@ class NeMoGymClient:
 
     def _http(self) -> httpx.Client:
         if self._client is None or self._pid != os.getpid():  # never share a connection across a fork
-            self._client = httpx.Client(timeout=httpx.Timeout(self.timeout_s, connect=10.0))
+            self._client = httpx.Client(
+                transport=nodelay_transport(), timeout=httpx.Timeout(self.timeout_s, connect=10.0)
+            )
             self._pid = os.getpid()
         return self._client
 
