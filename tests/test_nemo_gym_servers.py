@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -60,6 +61,19 @@ def test_ids_exist_before_the_runtime_and_say_how_to_get_it(monkeypatch: pytest.
     monkeypatch.setenv("GYM_NEMO_NEMO_GYM_VENV", str(tmp_path / "absent"))
     with pytest.raises(runtime.RuntimeMissing, match="gym-nemo nemo-gym setup mcqa"):
         gym.make("nemo-gym/mcqa-v0")
+
+
+def test_cli_lists_every_server_with_its_status(capsys: pytest.CaptureFixture[str]) -> None:
+    from gym_nemo.cli import main
+
+    assert main(["nemo-gym", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "94 NeMo Gym resources servers" in out
+    assert re.search(r"^mcqa +runs offline", out, re.M) and re.search(r"^aalcr +needs an LLM judge", out, re.M)
+    assert main(["nemo-gym", "list", "--status", "offline"]) == 0
+    assert capsys.readouterr().out.count("runs offline") == len(offline_servers())
+    assert main(["list"]) == 0
+    assert "nemo-gym/mcqa-v0" in capsys.readouterr().out
 
 
 def test_no_python_312_names_where_it_looked(monkeypatch: pytest.MonkeyPatch) -> None:
