@@ -81,7 +81,8 @@ def wrong_answer_probe(name: str) -> str | None:
 def classify(name: str) -> dict[str, Any]:
     app = (runtime.server_dir(name) / "app.py").read_text()
     kind = "gymnasium" if "GymnasiumServer" in app else "verify"
-    endings = [(r.get("response") or {}).get("output", [{}])[-1:] for r in rollout_rows(name)]
+    responses = [r.get("response") for r in rollout_rows(name)]
+    endings = [(r.get("output") or [{}])[-1:] if isinstance(r, dict) else [] for r in responses]
     if kind == "verify" and endings and all(e and e[0].get("type") == "function_call" for e in endings):
         kind = "non_executing"  # NeMo Gym's agent verifies the model's first tool calls without running them
     reqs = runtime.requirements(name)
@@ -109,7 +110,7 @@ def classify(name: str) -> dict[str, Any]:
         if JUDGE.search(text):
             return {**row, "status": "judge", "note": "its config names an LLM judge model server it looks up at start"}
         offline = re.search(
-            r"URLError|Name or service|ConnectError|ConnectionError|docker|[Ss]andbox|uv is required", text
+            r"URLError|Name or service|ConnectError|ConnectionError|docker|[Ss]andbox|uv is required|api_key", text
         )
         code = " ".join(p.read_text(errors="replace") for p in runtime.server_dir(name).glob("*.py"))
         if "did not answer within" in text and re.search(r"wait_for_sandbox|sandbox_url|SANDBOX", code):

@@ -39,13 +39,24 @@ def _server_fields(server_dir: Path, name: str) -> dict:
 
     for path in sorted((server_dir / "configs").glob("*.yaml")):
         try:
-            conf = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+            loaded = OmegaConf.load(path)
+            conf = OmegaConf.to_container(loaded, resolve=False)
         except Exception:  # a config that does not parse is skipped, the next may serve
             continue
-        for top in conf.values() if isinstance(conf, dict) else ():
+        for key, top in conf.items() if isinstance(conf, dict) else ():
             fields = (top or {}).get("resources_servers", {}).get(name) if isinstance(top, dict) else None
             if isinstance(fields, dict):
-                return fields
+                node = loaded[key]["resources_servers"][name]
+                resolved = {}
+                for field in fields:  # as run_webserver does (resolve=True): ${oc.env:VAR,default} and the like
+                    try:
+                        value = node[field]
+                        resolved[field] = (
+                            OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+                        )
+                    except Exception:  # an interpolation into NeMo Gym's global config, which is not here
+                        resolved[field] = fields[field]
+                return resolved
     return {}
 
 

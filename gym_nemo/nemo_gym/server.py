@@ -224,8 +224,8 @@ def _stop_recorded(state_file: Path) -> None:
     except (OSError, ValueError, KeyError):
         return
     if str(LAUNCHER).encode() in cmdline:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)  # its own session: whatever it started (a local Ray, say) goes too
 
 
 def log_path(name: str, config: Mapping[str, Any] | None = None) -> Path:
