@@ -54,7 +54,7 @@ CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "SF"}}\n</too
 
 # ---------------------------------------------------------------- without the runtime
 def test_ids_exist_before_the_runtime_and_say_how_to_get_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    assert len(offline_servers()) >= 35  # measured on NeMo Gym 0.4.0: 37 (docs/nemo_gym_servers.md)
+    assert len(offline_servers()) >= 35  # measured on NeMo Gym 0.4.0: 39 (docs/nemo_gym_servers.md)
     for name in offline_servers():
         assert f"nemo-gym/{name}-v0" in gym.registry
     assert "nemo/NeMoGym-v0" in gym.registry
