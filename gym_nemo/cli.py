@@ -15,13 +15,17 @@ import gym_nemo
 from gym_nemo.core.task import TaskSource
 from gym_nemo.datasets_export import add_export_command
 from gym_nemo.eval.commands import add_eval_commands
-from gym_nemo.registry import ENVS
+from gym_nemo.nemo_gym.cli import add_nemo_gym_commands
+from gym_nemo.registry import ENVS, NEMO_GYM_ENVS
 from gym_nemo.serve.cli import add_serve_commands
 
 
 def _cmd_list(_: argparse.Namespace) -> int:
-    width = max(len(k) for k in ENVS)
+    width = max(len(k) for k in {**ENVS, **NEMO_GYM_ENVS})
     for env_id, entry in ENVS.items():
+        print(f"{env_id:<{width}}  {entry.summary}")
+    print("\nNeMo Gym's own servers (need `gym-nemo nemo-gym setup`; every server: `gym-nemo nemo-gym list`):")
+    for env_id, entry in NEMO_GYM_ENVS.items():
         print(f"{env_id:<{width}}  {entry.summary}")
     return 0
 
@@ -39,7 +43,7 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
     from gym_nemo.policies import POLICY_KINDS, make_policy
     from gym_nemo.rollout import collect_rollouts
 
-    if args.env_id not in ENVS:
+    if args.env_id not in ENVS and args.env_id not in NEMO_GYM_ENVS:
         print(f"unknown env {args.env_id!r}; `gym-nemo list` shows the available ones", file=sys.stderr)
         return 2
     try:
@@ -275,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_commands(sub)
     add_export_command(sub)
     add_serve_commands(sub)
+    add_nemo_gym_commands(sub)
     return parser
 
 

@@ -125,9 +125,34 @@ ENVS: dict[str, EnvEntry] = {
 }
 
 
+def _nemo_gym_entries() -> dict[str, EnvEntry]:
+    """``nemo/NeMoGym-v0`` and ``nemo-gym/<server>-v0`` for every server of the pinned NeMo Gym wheel that runs
+    offline (from the checked-in table, so the ids exist before the NeMo Gym runtime does)."""
+    from gym_nemo.nemo_gym.table import offline_servers, servers
+
+    entries = {
+        "nemo/NeMoGym-v0": EnvEntry(
+            entry_point="gym_nemo.envs.nemo_gym:NeMoGymEnv",
+            summary="any NeMo Gym resources server, run for real (server=...; `gym-nemo nemo-gym list`)",
+        ),
+    }
+    for name in offline_servers():
+        entries[f"nemo-gym/{name}-v0"] = EnvEntry(
+            entry_point="gym_nemo.envs.nemo_gym:NeMoGymEnv",
+            summary=f"NeMo Gym's {name} server ({servers()[name]['kind']}), run for real",
+            kwargs={"server": name},
+        )
+    return entries
+
+
+#: NeMo Gym's own servers, run for real (``gym_nemo.nemo_gym``). Kept apart from ``ENVS`` (the native families):
+#: they need the NeMo Gym runtime (``gym-nemo nemo-gym setup``), so "every env" suites and checks stay native.
+NEMO_GYM_ENVS: dict[str, EnvEntry] = _nemo_gym_entries()
+
+
 def register_all() -> None:
-    """Register every env in ``ENVS`` with Gymnasium (idempotent)."""
-    for env_id, entry in ENVS.items():
+    """Register every env in ``ENVS`` and ``NEMO_GYM_ENVS`` with Gymnasium (idempotent)."""
+    for env_id, entry in {**ENVS, **NEMO_GYM_ENVS}.items():
         if env_id in gym.registry:
             continue
         gym.register(

@@ -5,7 +5,7 @@
 # sandbox image offline (sandbox/build_image.sh), and stops the engine it started by PID afterwards.
 # Docker tests skip, saying why, only when no engine can be had at all.
 set -euo pipefail
-GYM_NEMO_EXTRAS=test,suite,judge,docker,hf,serve,ray,vllm,eval,trl,docs,agents,games,tensorboard,wandb,trackio,export
+GYM_NEMO_EXTRAS=test,suite,judge,docker,hf,serve,ray,vllm,eval,trl,docs,agents,games,tensorboard,wandb,trackio,export,nemo_gym
 source "$(dirname "$0")/setup.sh"
 bash "$ROOT/scripts/vllm_fixup.sh" "$VENV/bin/python"
 bash "$ROOT/scripts/fetch_openrlhf.sh" "$VENV/bin/python"
@@ -36,6 +36,14 @@ if [ "${GYM_NEMO_DOCKER:-1}" = 1 ]; then
   else
     echo "no Docker engine could be started; docker sandbox tests will skip" >&2
   fi
+fi
+
+# NeMo Gym's own servers run from a separate Python >= 3.12 venv (.venv-nemo-gym; ~3-4 min to create once, then a
+# stamp makes this a no-op). Without such a Python the tests that need it skip, saying why.
+if python -c "from gym_nemo.nemo_gym.runtime import find_python; find_python()" 2>/dev/null; then
+  gym-nemo nemo-gym setup offline
+else
+  echo "no Python >= 3.12 found: the NeMo Gym server tests will skip" >&2
 fi
 
 python -m pytest "$@"

@@ -4,7 +4,7 @@ each disagreement is a listed one, with the reason NeMo Gym is wrong."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +43,37 @@ def test_native_verifier_agrees_with_nemo_gym(server: str) -> None:
 
 # ---------------------------------------------------------------------------------------------- live servers
 @pytest.fixture(scope="module")
-def live_answer() -> Callable[[Mapping[str, Any]], Mapping[str, Any]]:
-    """HOOK (issue 14, part 1): a callable ``case -> {"status", "reward", ...}`` that posts ``case["row"]`` to the
-    real NeMo Gym server ``case["server"]`` run by the nemo-gym runtime (config ``grading_mode`` from
-    ``case["env_kwargs"]`` where set), with a ``/seed_session`` first. Wire it to the runtime when it is merged."""
-    pytest.skip("nemo-gym runtime not merged/installed")
+def live_answer() -> Iterator[Callable[[Mapping[str, Any]], Mapping[str, Any]]]:
+    """A callable ``case -> {"status", "reward", ...}`` that posts ``case["row"]`` to the real NeMo Gym server
+    ``case["server"]``, started by the nemo-gym runtime (``gym_nemo.nemo_gym``; config ``grading_mode`` from
+    ``case["env_kwargs"]`` where set), with a ``/seed_session`` first. Skips, saying why, without the runtime."""
+    from gym_nemo.nemo_gym.runtime import RuntimeMissing, installed_servers
+    from gym_nemo.nemo_gym.server import NeMoGymClient, ServerHTTPError, drop_nulls
+
+    try:
+        installed = set(installed_servers())
+    except (RuntimeMissing, OSError) as exc:
+        pytest.skip(f"nemo-gym runtime not installed: {exc}")
+    clients: dict[str, NeMoGymClient] = {}
+
+    def answer(case: Mapping[str, Any]) -> Mapping[str, Any]:
+        server = case["server"]
+        if server not in installed:
+            pytest.skip(f"{server} is not in the installed nemo-gym")
+        config = {"grading_mode": case["env_kwargs"]["grading_mode"]} if "grading_mode" in case["env_kwargs"] else None
+        key = f"{server}:{config}"
+        client = clients.get(key) or clients.setdefault(key, NeMoGymClient(server, config))
+        row = drop_nulls(dict(case["row"]))
+        try:
+            client.new_session(row)
+            reply = client.post("/verify", row).json()
+        except ServerHTTPError as exc:
+            return {"status": exc.status}
+        return {"status": 200, "reward": reply.get("reward"), "result": reply.get("result")}
+
+    yield answer
+    for client in clients.values():
+        client.close()
 
 
 @pytest.mark.parametrize("server", ("math_with_judge", "polymath", "mcqa", "math_with_code", "reasoning_gym"))

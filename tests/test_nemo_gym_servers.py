@@ -1,0 +1,262 @@
+"""NeMo Gym's own resources servers, run for real behind nemo/NeMoGym-v0 (gym_nemo.nemo_gym).
+
+Needs the NeMo Gym venv (``gym-nemo nemo-gym setup offline``; scripts/test.sh makes it where a Python >= 3.12
+exists); the tests that need it skip, saying so, elsewhere. Each server process is real (NeMo Gym 0.4.0's
+app on uvicorn), shared by the tests as by envs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import gym_nemo
+from gym_nemo.nemo_gym import runtime
+from gym_nemo.nemo_gym.coverage import replay_server
+from gym_nemo.nemo_gym.server import ServerStartError, server_pid, start_server
+from gym_nemo.nemo_gym.table import offline_servers, servers
+
+
+def _runtime_ready() -> str | None:
+    try:
+        runtime.package_dir()
+    except runtime.RuntimeMissing as exc:
+        return str(exc)
+    missing = sorted(set(offline_servers()) - set(runtime.read_stamp().get("servers") or []))  # type: ignore[arg-type]
+    return f"requirements of {missing[:3]}... not installed; run `gym-nemo nemo-gym setup offline`" if missing else None
+
+
+needs_runtime = pytest.mark.skipif(_runtime_ready() is not None, reason=f"NeMo Gym runtime: {_runtime_ready()}")
+TOOL_ROW = {
+    "responses_create_params": {
+        "input": [{"role": "user", "content": "how's the weather in SF?"}],
+        "tools": [
+            {
+                "type": "function",
+                "name": "get_weather",
+                "description": "",
+                "strict": True,
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+            }
+        ],
+    }
+}
+CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "SF"}}\n</tool_call>'
+
+
+# ---------------------------------------------------------------- without the runtime
+def test_ids_exist_before_the_runtime_and_say_how_to_get_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    assert len(offline_servers()) >= 35  # measured on NeMo Gym 0.4.0: 39 (docs/nemo_gym_servers.md)
+    for name in offline_servers():
+        assert f"nemo-gym/{name}-v0" in gym.registry
+    assert "nemo/NeMoGym-v0" in gym.registry
+    monkeypatch.setenv("GYM_NEMO_NEMO_GYM_VENV", str(tmp_path / "absent"))
+    with pytest.raises(runtime.RuntimeMissing, match="gym-nemo nemo-gym setup mcqa"):
+        gym.make("nemo-gym/mcqa-v0")
+
+
+def test_cli_lists_every_server_with_its_status(capsys: pytest.CaptureFixture[str]) -> None:
+    from gym_nemo.cli import main
+
+    assert main(["nemo-gym", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "94 NeMo Gym resources servers" in out
+    assert re.search(r"^mcqa +runs offline", out, re.M) and re.search(r"^aalcr +needs an LLM judge", out, re.M)
+    assert main(["nemo-gym", "list", "--status", "offline"]) == 0
+    assert capsys.readouterr().out.count("runs offline") == len(offline_servers())
+    assert main(["list"]) == 0
+    assert "nemo-gym/mcqa-v0" in capsys.readouterr().out
+
+
+def test_no_python_312_names_where_it_looked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runtime, "python_candidates", lambda: ["/nonexistent/python3.12"])
+    with pytest.raises(runtime.RuntimeMissing, match=r"Python >= 3\.12.*pyenv.*/nonexistent/python3\.12"):
+        runtime.find_python()
+
+
+def test_unknown_server_lists_the_known_ones() -> None:
+    with pytest.raises(ValueError, match=r"no NeMo Gym server 'nope'.*structured_outputs"):
+        gym.make("nemo/NeMoGym-v0", server="nope")
+
+
+def test_requirements_drop_the_editable_nemo_gym_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "srv"
+    folder.mkdir()
+    (folder / "requirements.txt").write_text("-e nemo-gym[dev] @ ../../\n# a comment\nmath-verify==0.8.0  # pinned\n")
+    monkeypatch.setattr(runtime, "server_dir", lambda name: folder)
+    assert runtime.requirements("srv") == ["math-verify==0.8.0"]
+
+
+def test_recorded_output_becomes_one_action_per_assistant_turn() -> None:
+    from gym_nemo.nemo_gym.coverage import recorded_actions
+
+    response = {
+        "output": [
+            {"type": "reasoning", "summary": []},
+            {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Let me look."}]},
+            {"type": "function_call", "name": "get_weather", "arguments": '{"city": "SF"}', "call_id": "c1"},
+            {"type": "function_call_output", "call_id": "c1", "output": "cold"},
+            {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "It is cold."}]},
+        ]
+    }
+    first, final = recorded_actions(response)
+    assert first.startswith("Let me look.\n<tool_call>") and '"city": "SF"' in first
+    assert final == "It is cold."
+
+
+# ---------------------------------------------------------------- coverage: every offline server, every rollout
+@needs_runtime
+@pytest.mark.parametrize("server", offline_servers())
+def test_shipped_rollouts_replay_to_their_stored_reward(server: str) -> None:
+    """Every shipped rollout, played through gym.make, pays what the table says: its stored reward on the rows
+    counted in ``replay``; a row that does not (verify servers) pays exactly what the server's own /verify says
+    of the stored response, so the difference is the data's, not the adapter's."""
+    entry = servers()[server]
+    results = replay_server(server)
+    matched = sum(abs(r["reward"] - r["expected"]) < 1e-6 and not r["infra_error"] for r in results)
+    assert not any(r["infra_error"] for r in results), results
+    random = "random" in entry["note"]  # a server whose reset takes no seed deals new episodes every time
+    if not random:
+        assert f"{matched}/{len(results)}" == entry["replay"], results
+    for r in results:  # a replay that misses the stored reward gets what the server gives the stored response
+        if r["direct"] is not None and r["reward"] != pytest.approx(r["expected"]):
+            assert r["reward"] == pytest.approx(r["direct"]), r
+    env = gym.make(f"nemo-gym/{server}-v0")
+    try:
+        if not random:  # check_env's determinism check needs a reset that takes the seed
+            check_env(env.unwrapped, skip_render_check=True)
+    finally:
+        env.close()
+
+
+# ---------------------------------------------------------------- the env contract
+@needs_runtime
+def test_tool_calls_reach_the_server_in_the_episode_session() -> None:
+    env = gym.make("nemo/NeMoGym-v0", server="example_session_state_mgmt")
+    _, info = env.reset(options={"task_index": 0})
+    assert info["tools"], "the row's tools are the env's tools"
+    names = [t["function"]["name"] for t in info["tools"]]
+    assert "increment_counter" in names and "get_counter_value" in names
+    get = '<tool_call>{"name": "get_counter_value", "arguments": {}}</tool_call>'
+    call = '<tool_call>{"name": "increment_counter", "arguments": {"count": 3}}</tool_call>'
+    start = json.loads(env.step(get)[0])["count"]
+    env.step(call)
+    env.step(call)
+    assert json.loads(env.step(get)[0])["count"] == start + 6  # state kept across calls: one session per episode
+    env.reset(options={"task_index": 0})
+    assert json.loads(env.step(get)[0])["count"] == start  # a new episode, a new session
+    env.close()
+
+
+@needs_runtime
+def test_gymnasium_server_pays_per_step_rewards() -> None:
+    env = gym.make("nemo-gym/example_multi_turn_gymnasium-v0")
+    obs, _ = env.reset(options={"task_index": 0})
+    obs, reward, terminated, truncated, _ = env.step("Paris.")
+    assert (reward, terminated, truncated) == (0.0, False, False) and "population" in obs
+    env.step("About 2 million.")
+    obs, reward, terminated, truncated, info = env.step("The Eiffel Tower.")
+    assert (reward, terminated) == (1.0, True) and info["episode_return"] == 1.0
+    env.close()
+
+
+@needs_runtime
+def test_make_vec_token_env_and_collector(tmp_path: Path) -> None:
+    from gym_nemo.rollout import collect_rollouts
+    from gym_nemo.testing.tiny_model import build_tokenizer
+    from gym_nemo.wrappers import TokenEnv
+
+    class Scripted:
+        name = "scripted"
+
+        def act(self, observations: Any, infos: Any) -> list[str]:
+            return [CALL if info.get("turn", 0) == 0 else "It is cold in SF." for info in infos]
+
+    envs = gym_nemo.make_vec("nemo-gym/example_single_tool_call-v0", 2, "sync")
+    try:
+        records, _ = collect_rollouts(
+            envs, Scripted(), 4, env_id="nemo-gym/example_single_tool_call-v0", out=tmp_path / "r.jsonl", progress=False
+        )
+    finally:
+        envs.close()
+    assert len(records) == 4 and all(r.reward == 1.0 for r in records)
+    assert (tmp_path / "r.jsonl").read_text().count("\n") == 4
+
+    tok = build_tokenizer("chatml")
+    env = TokenEnv(gym.make("nemo-gym/example_single_tool_call-v0"), tok)
+    env.reset(options={"task": TOOL_ROW})
+    obs, _, _, _, info = env.step(tok.encode(CALL, add_special_tokens=False) + env.end_of_turn_ids)
+    assert "cold" in tok.decode(obs)  # the server's tool result reaches the token stream
+    ids = tok.encode("It is cold.", add_special_tokens=False) + env.end_of_turn_ids
+    _, reward, terminated, _, info = env.step(ids)
+    assert terminated and reward == 1.0 and sum(info["loss_mask"]) > 0
+    env.close()
+
+
+# ---------------------------------------------------------------- faults and bad input
+@needs_runtime
+@pytest.mark.parametrize(
+    ("row", "field"),
+    [
+        ({"prompt": "x"}, "responses_create_params"),
+        ({"responses_create_params": {"input": []}}, "responses_create_params.input"),
+        ({"responses_create_params": {"input": "x", "tools": "get_weather"}}, "responses_create_params.tools"),
+        (
+            {"responses_create_params": {"input": "x", "tools": [{"type": "function"}]}},
+            r"responses_create_params\.tools\[0\]",
+        ),
+    ],
+)
+def test_rows_of_the_wrong_shape_name_the_field(row: dict[str, Any], field: str) -> None:
+    env = gym.make("nemo-gym/example_single_tool_call-v0")
+    with pytest.raises(ValueError, match=field):
+        env.reset(options={"task": row})
+    with pytest.raises(ValueError, match=field):
+        gym.make("nemo-gym/example_single_tool_call-v0", data=[row])
+    env.close()
+
+
+@needs_runtime
+def test_server_error_status_is_an_infra_error_not_a_reward() -> None:
+    env = gym.make("nemo-gym/example_single_tool_call-v0")
+    bad = {"responses_create_params": {"input": "hi", "temperature": "hot"}}  # /verify answers 422
+    env.reset(options={"task": bad})
+    _, _, terminated, truncated, info = env.step("an answer")
+    assert truncated and not terminated and "422" in info["infra_error"] and info["reward_components"] == {}
+    env.close()
+
+
+@needs_runtime
+def test_server_killed_mid_episode_truncates_and_the_next_episode_restarts_it() -> None:
+    env = gym.make("nemo-gym/example_single_tool_call-v0")
+    env.reset(options={"task": TOOL_ROW})
+    env.step(CALL)
+    pid = server_pid("example_single_tool_call")
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(0.2)
+    _, reward, terminated, truncated, info = env.step("It is cold.")
+    assert truncated and not terminated and "unreachable" in info["infra_error"]
+    env.reset(options={"task": TOOL_ROW})
+    new_pid = server_pid("example_single_tool_call")
+    assert new_pid is not None and new_pid != pid
+    env.step(CALL)
+    _, reward, terminated, truncated, info = env.step("It is cold.")
+    assert terminated and reward == 1.0 and "infra_error" not in info
+    env.close()
+
+
+@needs_runtime
+def test_a_server_that_cannot_start_names_itself_and_what_is_missing() -> None:
+    missing = [n for n, e in servers().items() if e["status"] == "internet" and "needs" in e["note"]]
+    name = missing[0]
+    with pytest.raises(ServerStartError, match=rf"{name}.*(missing|failed)"):
+        start_server(name, start_timeout_s=120)
