@@ -4,7 +4,7 @@ their JSONL rows work alike and this module imports nothing of gym_nemo (every l
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,8 +12,9 @@ import numpy as np
 
 
 def _get(record: Any, name: str, default: Any = None) -> Any:
-    """A field of an ``EpisodeRecord`` or of a JSONL row."""
-    if isinstance(record, Mapping):
+    """A field of an ``EpisodeRecord`` or of a JSONL row (a dict: ``isinstance`` against ``dict``, not the
+    ``Mapping`` ABC, whose check costs ~1 us a call, read for every field of every record)."""
+    if isinstance(record, dict):
         return record.get(name, default)
     return getattr(record, name, default)
 
