@@ -24,9 +24,9 @@ import httpx
 
 import gym_nemo  # noqa: F401  (registers the ids)
 from gym_nemo.core.task import read_jsonl
-from gym_nemo.nemo_gym.coverage import recorded_actions, rollout_rows, task_row
 from gym_nemo.nemo_gym.runtime import server_dir
 from gym_nemo.nemo_gym.server import nodelay_transport
+from gym_nemo.testing.nemo_gym_coverage import recorded_actions, rollout_rows, task_row
 
 CALL = '<tool_call>{"name": "get_weather", "arguments": {"city": "SF"}}</tool_call>'
 TOOL_ROW = {

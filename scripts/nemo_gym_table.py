@@ -17,9 +17,9 @@ import yaml
 
 import gym_nemo  # noqa: F401  (registers the env ids)
 from gym_nemo.nemo_gym import runtime
-from gym_nemo.nemo_gym.coverage import replay_server, rollout_rows
 from gym_nemo.nemo_gym.server import ServerStartError, log_path, stop_server
 from gym_nemo.nemo_gym.table import STATUSES, TABLE, servers
+from gym_nemo.testing.nemo_gym_coverage import replay_server, rollout_rows
 
 TABLE_ROWS = servers()  # the cached table the env reads: updated in place as servers are measured
 

@@ -20,9 +20,9 @@ from gymnasium.utils.env_checker import check_env
 
 import gym_nemo
 from gym_nemo.nemo_gym import runtime
-from gym_nemo.nemo_gym.coverage import replay_server
 from gym_nemo.nemo_gym.server import ServerStartError, server_pid, start_server
 from gym_nemo.nemo_gym.table import offline_servers, servers
+from gym_nemo.testing.nemo_gym_coverage import replay_server
 
 
 def _runtime_ready() -> str | None:
@@ -96,7 +96,7 @@ def test_requirements_drop_the_editable_nemo_gym_line(tmp_path: Path, monkeypatc
 
 
 def test_recorded_output_becomes_one_action_per_assistant_turn() -> None:
-    from gym_nemo.nemo_gym.coverage import recorded_actions
+    from gym_nemo.testing.nemo_gym_coverage import recorded_actions
 
     response = {
         "output": [

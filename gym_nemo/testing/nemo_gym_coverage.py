@@ -19,6 +19,7 @@ from gym_nemo.core.errors import InfraError
 from gym_nemo.core.task import input_messages, read_jsonl
 from gym_nemo.nemo_gym.runtime import server_dir
 from gym_nemo.nemo_gym.server import drop_nulls
+from gym_nemo.rollout.engine import EpisodeTrace, play
 
 #: Fields a rollout row adds to its task row (results of the agent and verifier), dropped before a replay.
 _ROLLOUT_KEYS = ("response", "reward", "terminated", "truncated", "info", "_ng_task_index", "_ng_rollout_index")
@@ -96,21 +97,17 @@ def replay(env: gym.Env, rollout: Mapping[str, Any], examples: Sequence[Mapping[
             direct = float(reply.json()["reward"])
         except InfraError:
             direct = None
-    env.reset(options={"task": row})
-    total, info, terminated, steps = 0.0, {}, False, 0
-    for action in recorded_actions(rollout["response"]):
-        _, reward, terminated, truncated, info = env.step(action)
-        total += float(reward)
-        steps += 1
-        if terminated or truncated:
-            break
+    actions = iter(recorded_actions(rollout["response"]))  # the engine plays them; None when they run out
+    trace = EpisodeTrace(str(getattr(env.spec, "id", "")), "recorded")
+    record = play(env, lambda _: next(actions, None), trace, options={"task": row})
+    assert record is not None
     return {
-        "reward": total,
+        "reward": record.reward,
         "expected": float(rollout.get("reward") or 0.0),
         "direct": direct,
-        "steps": steps,
-        "terminated": terminated,
-        "infra_error": info.get("infra_error"),
+        "steps": len(record.step_rewards),
+        "terminated": record.terminated,
+        "infra_error": record.infra_error,
     }
 
 
