@@ -5,7 +5,7 @@
 # sandbox image offline (sandbox/build_image.sh), and stops the engine it started by PID afterwards.
 # Docker tests skip, saying why, only when no engine can be had at all.
 set -euo pipefail
-GYM_NEMO_EXTRAS=test,suite,judge,docker,hf,serve,ray,vllm,eval,trl,docs,agents,games,tensorboard,wandb,trackio,export,nemo_gym
+GYM_NEMO_EXTRAS=test,suite,judge,docker,hf,serve,ray,vllm,eval,trl,docs,agents,games,tensorboard,wandb,trackio,export,nemo-gym
 source "$(dirname "$0")/setup.sh"
 bash "$ROOT/scripts/vllm_fixup.sh" "$VENV/bin/python"
 bash "$ROOT/scripts/fetch_openrlhf.sh" "$VENV/bin/python"
