@@ -13,7 +13,7 @@ from typing import Any
 from gym_nemo.nemo_gym.runtime import NEMO_GYM_VERSION, RuntimeMissing, find_python, setup, venv_dir, venv_python
 from gym_nemo.nemo_gym.table import STATUSES, offline_servers, server_entry, servers
 
-#: The client side needs httpx (the ``nemo_gym`` extra); imported on first use, so ``import gym_nemo`` (which
+#: The client side needs httpx (the ``nemo-gym`` extra); imported on first use, so ``import gym_nemo`` (which
 #: registers the ids from the table) works on the core install.
 _SERVER_NAMES = {"NeMoGymClient", "ServerHTTPError", "ServerStartError", "drop_nulls", "server_pid"}
 _SERVER_NAMES |= {"start_server", "stop_server"}
