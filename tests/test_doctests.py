@@ -27,6 +27,8 @@ MODULES: dict[str, tuple[tuple[str, ...], str]] = {
     "gym_nemo.policies.factory": ((), ""),
     "gym_nemo.rollout.engine": ((), ""),
     "gym_nemo.rollout.collect": ((), ""),
+    "gym_nemo.rollout.records": ((), ""),
+    "gym_nemo.tracking.batch": ((), ""),
     "gym_nemo.rollout.token_rollout": (("transformers", "tokenizers"), "hf"),
     "gym_nemo.rollout.async_collector": (("transformers", "tokenizers"), "hf"),
     "gym_nemo.eval.metrics": ((), ""),

@@ -41,12 +41,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import gymnasium as gym
-from tqdm.auto import tqdm
 
 from gym_nemo.policies.token import Generation, SamplingParams, TokenPolicy
 from gym_nemo.rollout.engine import EpisodeTrace, play
 from gym_nemo.rollout.metrics import RolloutMetrics, log_batch, rollout_metrics
-from gym_nemo.rollout.records import EpisodeRecord
+from gym_nemo.rollout.records import EpisodeRecord, RecordSink
 from gym_nemo.rollout.token_rollout import _resume, call_sampling
 from gym_nemo.tracking import MetricsLogger
 
@@ -367,30 +366,23 @@ def collect_token_rollouts_async(
         for _ in range(done_per_group.get(group, 0), group_size):
             run.jobs.put(group)
             total += 1
-    records: list[EpisodeRecord] = []
     start = time.monotonic()
-    fh = open(out, "a", encoding="utf-8") if out is not None else None  # noqa: SIM115 - closed below
-    bar = tqdm(total=num_episodes, initial=num_episodes - total, disable=not progress, unit="ep", desc=env_id)
+    sink = RecordSink(
+        out, on_record=on_record, total=num_episodes, done=num_episodes - total, progress=progress, desc=env_id
+    )
     collector = _Collector(run, max_in_flight=max_in_flight, episode_timeout_s=episode_timeout_s)
     try:
         collector.refill()
-        while len(records) < total:
+        while len(sink.records) < total:
             record = collector.poll()
-            if record is None:
-                continue
-            records.append(record)
-            if fh is not None:
-                record.write(fh)
-            if on_record is not None:
-                on_record(record)
-            bar.update(1)
+            if record is not None:
+                sink.add(record)
         if run.error is not None:
             raise run.error
     finally:
         collector.close()
-        bar.close()
-        if fh is not None:
-            fh.close()
+        sink.close()
+    records = sink.records
     duration = time.monotonic() - start
     metrics = rollout_metrics(
         records, duration_s=duration, policy_s=run.policy_s, env_s=run.env_s / max(1, min(max_in_flight, total))

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import numpy as np
 from gymnasium.vector import VectorEnv
-from tqdm.auto import tqdm
 
 from gym_nemo.policies.base import TextPolicy
 from gym_nemo.rollout.engine import EpisodeTrace, VectorDriver
 from gym_nemo.rollout.metrics import RolloutMetrics, log_batch, rollout_metrics
-from gym_nemo.rollout.records import EpisodeRecord, whole_lines
+from gym_nemo.rollout.records import EpisodeRecord, RecordSink, whole_lines
 from gym_nemo.tracking import MetricsLogger
 
 
@@ -63,10 +62,9 @@ def collect_rollouts(
     n = envs.num_envs
     already = len(whole_lines(Path(out))) if (resume and out is not None) else 0
     target = max(0, num_episodes - already)
-    records: list[EpisodeRecord] = []
     start = time.monotonic()
     if target == 0:
-        return records, rollout_metrics(records)
+        return [], rollout_metrics([])
     reset_seed = seed
     if already and seed is not None:
         reset_seed = int(np.random.SeedSequence([seed, already]).generate_state(1)[0])
@@ -74,27 +72,17 @@ def collect_rollouts(
     driver.reset(reset_seed)
     for slot in range(n):
         driver.start(slot, EpisodeTrace(env_id, policy.name, seed=seed))
-    fh = open(out, "a", encoding="utf-8") if out is not None else None  # noqa: SIM115 - closed below
-    bar = tqdm(total=num_episodes, initial=already, disable=not progress, unit="ep", desc=env_id)
-    try:
-        while len(records) < target:
+    sink = RecordSink(out, on_record=on_record, total=num_episodes, done=already, progress=progress, desc=env_id)
+    with sink:
+        while len(sink.records) < target:
             slots = driver.waiting
             traces = driver.traces(slots)
             actions = policy.act([t.observation for t in traces], [t.info for t in traces])
             for slot, record in driver.step(dict(zip(slots, actions, strict=True))):
                 driver.start(slot, EpisodeTrace(env_id, policy.name, seed=seed))  # on the autoreset observation
-                if len(records) >= target:
-                    continue
-                records.append(record)
-                if fh is not None:
-                    record.write(fh)
-                if on_record is not None:
-                    on_record(record)
-                bar.update(1)
-    finally:
-        bar.close()
-        if fh is not None:
-            fh.close()
+                if len(sink.records) < target:
+                    sink.add(record)
+    records = sink.records
     metrics = rollout_metrics(records, duration_s=time.monotonic() - start)
     log_batch(logger, records, metrics, log_step)
     return records, metrics

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import IO, Any
@@ -95,6 +96,54 @@ class EpisodeRecord:
         """Append as one line and flush, so an interrupted run leaves only whole lines behind."""
         fh.write(json.dumps(self.to_row(), ensure_ascii=False) + "\n")
         fh.flush()
+
+
+class RecordSink:
+    """Where a collector's finished records go, in finishing order: the list it returns, the JSONL file ``out``
+    (appended, one flushed line a record), ``on_record`` and a progress bar. A context manager: closes both.
+
+    >>> sink = RecordSink(None, total=1, progress=False)
+    >>> with sink:
+    ...     sink.add(EpisodeRecord("nemo/X-v0", "t", {}, [], 1.0))
+    >>> [r.reward for r in sink.records]
+    [1.0]
+    """
+
+    def __init__(
+        self,
+        out: str | Path | None,
+        *,
+        on_record: Callable[[EpisodeRecord], None] | None = None,
+        total: int,
+        done: int = 0,
+        progress: bool = True,
+        desc: str = "",
+    ) -> None:
+        from tqdm.auto import tqdm
+
+        self.records: list[EpisodeRecord] = []
+        self.on_record = on_record
+        self._fh = open(out, "a", encoding="utf-8") if out is not None else None  # noqa: SIM115 - in close()
+        self._bar = tqdm(total=total, initial=done, disable=not progress, unit="ep", desc=desc)
+
+    def add(self, record: EpisodeRecord) -> None:
+        self.records.append(record)
+        if self._fh is not None:
+            record.write(self._fh)
+        if self.on_record is not None:
+            self.on_record(record)
+        self._bar.update(1)
+
+    def close(self) -> None:
+        self._bar.close()
+        if self._fh is not None:
+            self._fh.close()
+
+    def __enter__(self) -> RecordSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def whole_lines(path: Path) -> list[str]:

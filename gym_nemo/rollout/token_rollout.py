@@ -25,12 +25,11 @@ from pathlib import Path
 
 import numpy as np
 from gymnasium.vector import VectorEnv
-from tqdm.auto import tqdm
 
 from gym_nemo.policies.token import SamplingParams, TokenPolicy
 from gym_nemo.rollout.engine import EpisodeTrace, VectorDriver
 from gym_nemo.rollout.metrics import RolloutMetrics, log_batch, rollout_metrics
-from gym_nemo.rollout.records import EpisodeRecord, whole_lines
+from gym_nemo.rollout.records import EpisodeRecord, RecordSink, whole_lines
 from gym_nemo.tracking import MetricsLogger
 
 
@@ -118,25 +117,15 @@ def collect_token_rollouts(
     total_groups = num_episodes // group_size
     done_per_group = _resume(Path(out)) if (resume and out is not None) else {}
     already = sum(done_per_group.values())
-    records: list[EpisodeRecord] = []
     calls = 0
     policy_s = env_s = 0.0
     start = time.monotonic()
-    fh = open(out, "a", encoding="utf-8") if out is not None else None  # noqa: SIM115 - closed below
-    bar = tqdm(total=num_episodes, disable=not progress, unit="ep", desc=env_id)
-    bar.update(sum(min(done_per_group.get(g, 0), group_size) for g in range(total_groups)))
-
-    def finish(record: EpisodeRecord) -> None:
-        records.append(record)
-        if fh is not None:
-            record.write(fh)
-        if on_record is not None:
-            on_record(record)
-        bar.update(1)
-
+    done = sum(min(done_per_group.get(g, 0), group_size) for g in range(total_groups))
+    sink = RecordSink(out, on_record=on_record, total=num_episodes, done=done, progress=progress, desc=env_id)
+    records = sink.records
     limit = None if max_context_tokens is None else max_context_tokens - sampling.max_tokens
     driver = VectorDriver(envs, idle_action=np.zeros(0, dtype=np.int64))
-    try:
+    with sink:
         for wave in range(math.ceil(num_episodes / n)):
             first_group = wave * groups_per_wave
             wanted = [  # slot i plays member i % G of its group, unless the group is over or already has it
@@ -153,7 +142,7 @@ def collect_token_rollouts(
                 trace = EpisodeTrace(env_id, policy.name, seed=seed, group=first_group + slot // group_size)
                 record = driver.start(slot, trace, context_limit=limit)
                 if record is not None:  # the prompt alone is over the context limit
-                    finish(record)
+                    sink.add(record)
             while driver.waiting:
                 active = driver.waiting
                 this_sampling = call_sampling(sampling, already, calls)
@@ -165,11 +154,7 @@ def collect_token_rollouts(
                 ended = driver.step(dict(zip(active, generations, strict=True)))
                 env_s += time.monotonic() - tick
                 for _, record in ended:
-                    finish(record)
-    finally:
-        bar.close()
-        if fh is not None:
-            fh.close()
+                    sink.add(record)
     metrics = rollout_metrics(records, duration_s=time.monotonic() - start, policy_s=policy_s, env_s=env_s)
     log_batch(logger, records, metrics, log_step)
     return records, metrics
