@@ -124,8 +124,10 @@ def test_shipped_rollouts_replay_to_their_stored_reward(server: str) -> None:
     matched = sum(abs(r["reward"] - r["expected"]) < 1e-6 and not r["infra_error"] for r in results)
     assert not any(r["infra_error"] for r in results), results
     random = "random" in entry["note"]  # a server whose reset takes no seed deals new episodes every time
-    if not random:
-        assert f"{matched}/{len(results)}" == entry["replay"], results
+    if not random:  # at least the table's count: NeMo Gym's own check of some rows depends on the machine's speed
+        # (math_with_judge's (1+sqrt3)^4033 row: math-verify's 5 s limit inside its server), so more may match
+        table_matched, table_total = (int(x) for x in entry["replay"].split("/"))
+        assert len(results) == table_total and matched >= table_matched, results
     for r in results:  # a replay that misses the stored reward gets what the server gives the stored response
         if r["direct"] is not None and r["reward"] != pytest.approx(r["expected"]):
             assert r["reward"] == pytest.approx(r["direct"]), r

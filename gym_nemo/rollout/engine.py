@@ -477,5 +477,10 @@ class VectorDriver:
         return ended + cut
 
     def _describe(self, slot: int) -> tuple[dict[str, Any], dict[str, Any]]:
-        task = self.envs.get_attr("task")[slot]
-        return dict(task.row), dict(self.envs.call("versions")[slot])
+        """The slot's task row and versions, for a record its final info does not complete; empty for an env
+        without them (a remote env, a dead one: the record then says what the info said)."""
+        try:
+            task = self.envs.get_attr("task")[slot]
+            return dict(task.row), dict(self.envs.call("versions")[slot])
+        except Exception:
+            return {}, {}
