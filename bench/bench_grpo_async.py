@@ -1,8 +1,8 @@
-"""Wall time per GRPO update: training while collecting (examples/grpo_async.py) against the synchronous loop
-(examples/grpo_custom_loop.py), same model, env, batch and seed, run one after the other in this process's
-machine state, alternating for ``--rounds`` rounds (the median of each side is reported).
+"""Wall time per GRPO update: training while collecting (examples/grpo_async.py, with ``max_staleness`` 0 and 1)
+against the synchronous loop (examples/grpo_custom_loop.py), same model, env, batch and seed, run one after the
+other, alternating for ``--rounds`` rounds (the median of each is reported), with each run's reward start -> end.
 
-    python bench/bench_grpo_async.py                     # 12 iterations of 8 groups x 8 episodes each side
+    python bench/bench_grpo_async.py                     # 12 iterations of 8 groups x 8 episodes each loop
     python bench/bench_grpo_async.py --iterations 20 --rounds 3
 
 Both loops build the tiny test model; the figure compared is each loop's own training-loop time divided by its
@@ -55,15 +55,25 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2)
     args = p.parse_args()
     common = ["--iterations", str(args.iterations), "--groups", str(args.groups), "--group-size", str(args.group_size)]
-    sync_s, async_s = [], []
+    times: dict[str, list[float]] = {"sync": [], "stream, max_staleness=0": [], "stream, max_staleness=1": []}
     for r in range(args.rounds):
-        s, s_reward = run("grpo_custom_loop.py", common)
-        a, a_reward = run("grpo_async.py", [*common, "--max-staleness", "1"])
-        sync_s.append(s)
-        async_s.append(a)
-        print(f"round {r}: sync {s:.2f} s/update (reward {s_reward}), async {a:.2f} s/update (reward {a_reward})")
-    s, a = statistics.median(sync_s), statistics.median(async_s)
-    print(f"median s/update: sync {s:.2f}, async (max_staleness=1) {a:.2f}; sync/async = x{s / a:.2f}")
+        line = []
+        for name in times:
+            if name == "sync":
+                seconds, reward = run("grpo_custom_loop.py", common)
+            else:
+                seconds, reward = run("grpo_async.py", [*common, "--max-staleness", name[-1]])
+            times[name].append(seconds)
+            line.append(f"{name} {seconds:.2f} s/update (reward {reward})")
+        print(f"round {r}: " + "; ".join(line))
+    sync = statistics.median(times["sync"])
+    print(
+        "median s/update: "
+        + ", ".join(
+            f"{name} {statistics.median(t):.2f} (sync/this x{sync / statistics.median(t):.2f})"
+            for name, t in times.items()
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--groups", type=int, default=8, help="tasks per iteration")
     p.add_argument("--group-size", type=int, default=16, help="episodes per task (G)")
     p.add_argument("--max-staleness", type=int, default=1, help="versions a batch may lag behind the trainer")
-    p.add_argument("--max-in-flight", type=int, default=64, help="episodes generated at once")
+    p.add_argument("--max-in-flight", type=int, default=16, help="episodes generated at once")
     p.add_argument("--max-tokens", type=int, default=4, help="tokens per generation (per turn)")
     p.add_argument("--task-ids", nargs="*", default=None, help="restrict the task pool (toy env: target-char/a)")
     p.add_argument("--temperature", type=float, default=1.0)
