@@ -23,13 +23,10 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from grpo_custom_loop import grpo_update, save_curve
-from transformers import AutoTokenizer
+from grpo_custom_loop import grpo_update, prepare_run, save_curve
 
 from gym_nemo.agents import Gateway, PolicyBackend
 from gym_nemo.agents.rollout import collect_agent_rollouts
@@ -78,16 +75,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    torch.manual_seed(args.seed)
-    np.random.seed(args.seed)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    model_dir = args.model
-    if model_dir is None:
-        from gym_nemo.testing.tiny_model import build_tiny_model
-
-        model_dir = build_tiny_model(out / "tiny_model", "chatml", seed=args.seed)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    out, model_dir, tokenizer = prepare_run(args)
     policy = HFPolicy(model_dir, tokenizer)  # answers the agent's calls with the weights being trained
     model = policy.model
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)

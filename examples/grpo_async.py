@@ -25,13 +25,11 @@ from __future__ import annotations
 import argparse
 import copy
 import time
-from pathlib import Path
 
 import gymnasium as gym
-import numpy as np
 import torch
-from grpo_custom_loop import grpo_update, save_curve
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from grpo_custom_loop import grpo_update, prepare_run, save_curve
+from transformers import AutoModelForCausalLM
 
 import gym_nemo  # noqa: F401  (registers the envs)
 from gym_nemo.policies import HFPolicy, SamplingParams
@@ -69,18 +67,8 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    torch.manual_seed(args.seed)
-    np.random.seed(args.seed)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-
     # ---------------------------------------------------------------- the trainer's model, the policy's copy
-    model_dir = args.model
-    if model_dir is None:
-        from gym_nemo.testing.tiny_model import build_tiny_model
-
-        model_dir = build_tiny_model(out / "tiny_model", "chatml", seed=args.seed)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    out, model_dir, tokenizer = prepare_run(args)
     trainer = AutoModelForCausalLM.from_pretrained(model_dir)
     optimizer = torch.optim.AdamW(trainer.parameters(), lr=args.lr, weight_decay=0.0)
     policy = HFPolicy(model_dir, tokenizer)  # generates in the stream's threads; weights synced each iteration

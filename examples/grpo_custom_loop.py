@@ -30,6 +30,7 @@ import argparse
 import time
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -171,20 +172,25 @@ def save_curve(curve: list[float], path: Path, title: str) -> tuple[float, float
     return float(np.mean(curve[:window])), float(np.mean(curve[-window:])), window
 
 
-def main() -> None:
-    args = parse_args()
+def prepare_run(args: argparse.Namespace) -> tuple[Path, Path, Any]:
+    """Seeds, the output folder, the model folder (``--model``, else the tiny test model built offline into the
+    output folder) and its tokenizer: what every GRPO example starts with."""
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-
-    # ---------------------------------------------------------------- model, policy, envs
     model_dir = args.model
     if model_dir is None:
         from gym_nemo.testing.tiny_model import build_tiny_model
 
         model_dir = build_tiny_model(out / "tiny_model", "chatml", seed=args.seed)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    return out, Path(model_dir), AutoTokenizer.from_pretrained(model_dir)
+
+
+def main() -> None:
+    args = parse_args()
+    # ---------------------------------------------------------------- model, policy, envs
+    out, model_dir, tokenizer = prepare_run(args)
     policy = HFPolicy(model_dir, tokenizer)  # generates with the same weights the optimizer updates
     model = policy.model
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)

@@ -128,7 +128,7 @@ def test_vector_driver_records_env_endings_before_engine_cuts(policy) -> None:
     wrappers = [functools.partial(TokenEnv, tokenizer=tok)]
     envs = gym_nemo.make_vec("nemo/TargetChar-v0", 2, "sync", wrappers=wrappers, max_attempts=2)
     driver = VectorDriver(envs, idle_action=np.zeros(0, dtype=np.int64))
-    driver.reset([0, 1])
+    driver.new_wave([0, 1])
     assert driver.start(0, EpisodeTrace("e", group=0), context_limit=len(driver.observations[0]) + 1) is None
     assert driver.start(1, EpisodeTrace("e", group=1)) is None
 
@@ -136,7 +136,7 @@ def test_vector_driver_records_env_endings_before_engine_cuts(policy) -> None:
         return Generation.from_server([*tok.encode(text), tok.eos_token_id], None, [tok.eos_token_id])
 
     letter = driver.infos[1]["task_id"][-1]
-    ended = driver.step({0: answer("?"), 1: answer(letter * 6)})
+    ended = driver.answer({0: answer("?"), 1: answer(letter * 6)})
     assert [slot for slot, _ in ended] == [1, 0]  # slot 1 ended by the env, then slot 0 cut by its context limit
     done, cut = dict(ended)[1], dict(ended)[0]
     assert done.terminated and done.reward == 1.0

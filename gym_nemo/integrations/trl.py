@@ -39,7 +39,7 @@ import gymnasium as gym
 
 import gym_nemo  # noqa: F401  (registers the nemo/* envs)
 from gym_nemo.policies.token import Generation, SamplingParams
-from gym_nemo.rollout.engine import EpisodeTrace, play_lockstep, policy_tokens
+from gym_nemo.rollout.engine import EpisodeTrace, PushedEpisode, play_lockstep, policy_tokens
 from gym_nemo.wrappers.token_env import TokenEnv
 
 
@@ -272,29 +272,41 @@ class NemoToolEnvironment:
 
     def __init__(self) -> None:
         self._env = gym.make(self.env_id, **dict(self.env_kwargs))
-        self._done = False
-        self.reward = 0.0
-        self.infra_error: str | None = None
+        self._episode: PushedEpisode | None = None
 
     def reset(self, **row: Any) -> None:
         """Start an episode on the row's ``task_id`` (a row of :func:`task_dataset`); the prompt is the row's."""
         if "task_id" not in row:
             raise ValueError("environment_factory rows need a 'task_id' column: build them with task_dataset()")
-        self._env.reset(options={"task_id": str(row["task_id"])})
-        self._done = False
-        self.reward = 0.0
-        self.infra_error = None
+        task_id = str(row["task_id"])
+        trace = EpisodeTrace(self.env_id, "trl-tools", task_id=task_id)
+        self._episode = PushedEpisode(self._env, trace, options={"task_id": task_id})
+        if self._episode.done:  # the reset itself failed
+            raise RuntimeError(str(self._episode.record.infra_error if self._episode.record else "reset failed"))
         return None
+
+    @property
+    def _done(self) -> bool:
+        return self._episode is None or self._episode.done
+
+    @property
+    def reward(self) -> float:
+        """The episode's return so far."""
+        return self._episode.trace.reward if self._episode is not None else 0.0
+
+    @property
+    def infra_error(self) -> str | None:
+        if self._episode is None:
+            return None
+        record = self._episode.record
+        return record.infra_error if record is not None else self._episode.trace.info.get("infra_error")
 
     def _act(self, message: str) -> str:
         if self._done:
             return "[the episode is over; no further calls are processed]"
-        obs, reward, terminated, truncated, info = self._env.step(message)
-        self.reward += float(reward)
-        if info.get("infra_error"):
-            self.infra_error = str(info["infra_error"])
-        self._done = bool(terminated or truncated)
-        return str(obs)
+        assert self._episode is not None
+        self._episode.act(message)  # the engine steps the env (TRL's tool loop owns the turns)
+        return str(self._episode.trace.observation)
 
     def _call_tool(self, name: str, arguments: dict[str, Any]) -> str:
         call = {"name": name, "arguments": {k: v for k, v in arguments.items() if v is not None}}

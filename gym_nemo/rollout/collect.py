@@ -69,7 +69,7 @@ def collect_rollouts(
     if already and seed is not None:
         reset_seed = int(np.random.SeedSequence([seed, already]).generate_state(1)[0])
     driver = VectorDriver(envs)
-    driver.reset(reset_seed)
+    driver.new_wave(reset_seed)
     for slot in range(n):
         driver.start(slot, EpisodeTrace(env_id, policy.name, seed=seed))
     sink = RecordSink(out, on_record=on_record, total=num_episodes, done=already, progress=progress, desc=env_id)
@@ -78,7 +78,7 @@ def collect_rollouts(
             slots = driver.waiting
             traces = driver.traces(slots)
             actions = policy.act([t.observation for t in traces], [t.info for t in traces])
-            for slot, record in driver.step(dict(zip(slots, actions, strict=True))):
+            for slot, record in driver.answer(dict(zip(slots, actions, strict=True))):
                 driver.start(slot, EpisodeTrace(env_id, policy.name, seed=seed))  # on the autoreset observation
                 if len(sink.records) < target:
                     sink.add(record)

@@ -130,7 +130,7 @@ class EpisodeTrace:
 
     def start(self, observation: Any, info: dict[str, Any]) -> None:
         """The reset's observation and info (an id array makes the episode token-level)."""
-        self.observation, self.info = observation, dict(info)
+        self.observation, self.info = observation, info
         if isinstance(observation, np.ndarray):
             self.prompt_ids = [int(t) for t in observation]
 
@@ -145,7 +145,7 @@ class EpisodeTrace:
 
     def add_step(self, observation: Any, reward: float, info: dict[str, Any]) -> None:
         """A step's result; at token level the observation is the ids the env added (mask 0, logprob 0.0)."""
-        self.observation, self.info = observation, dict(info)
+        self.observation, self.info = observation, info
         if self.token_level:
             delta = [int(t) for t in observation]
             self.completion_ids += delta
@@ -273,14 +273,16 @@ def _serve_env(env: Any, request: Reset | Step) -> Any:
 
 
 def _snapshot_task(trace: EpisodeTrace, env: Any, request: Reset | Step, answer: Any) -> None:
-    """After a successful reset, keep the task row and versions for records the final info will not complete
-    (an episode cut or failed before the env ends it), unless the driver already said how to describe it."""
+    """After a successful reset, remember the episode's task (a reference: cheap) so a record the final info will
+    not complete (an episode cut or failed before the env ends it) can name its row and the env's versions;
+    unless the driver already said how to describe it. The env may have moved on to another task by then (a
+    deadline records an episode whose worker is still busy), hence the reference taken now."""
     if not isinstance(request, Reset) or isinstance(answer, Failed) or trace.describe is not None:
         return
     unwrapped = env.unwrapped
     task = getattr(unwrapped, "task", None)
-    described = (dict(task.row) if task is not None else {}), dict(getattr(unwrapped, "versions", dict)())
-    trace.describe = lambda: described
+    versions = getattr(unwrapped, "versions", dict)
+    trace.describe = lambda: ((dict(task.row) if task is not None else {}), dict(versions()))
 
 
 def play(
@@ -360,6 +362,39 @@ def replay(env: Any, row: dict[str, Any], *, env_id: str = "", seed: int | None 
     return record
 
 
+class PushedEpisode:
+    """One episode of ``env`` whose actions arrive one call at a time, for callers that own the loop (TRL's tool
+    loop calls a tool, then submits an answer): :meth:`act` answers the pending request and serves env requests
+    until the episode waits for the next action or ends (then :attr:`record` is set).
+    """
+
+    def __init__(self, env: Any, trace: EpisodeTrace, **episode_kwargs: Any) -> None:
+        self.env, self.trace = env, trace
+        self.record: EpisodeRecord | None = None
+        self._steps = episode(trace, **episode_kwargs)
+        self._advance(None)
+
+    @property
+    def done(self) -> bool:
+        return self.record is not None
+
+    def act(self, action: str | Generation | None) -> None:
+        """The policy's answer to the current state (see :func:`episode`); the result is in :attr:`trace`."""
+        if self.done:
+            raise RuntimeError("the episode is over")
+        self._advance(action)
+
+    def _advance(self, answer: Any) -> None:
+        try:
+            request = self._steps.send(answer)
+            while not isinstance(request, Act):
+                answer = _serve_env(self.env, request)
+                _snapshot_task(self.trace, self.env, request, answer)
+                request = self._steps.send(answer)
+        except StopIteration as ended:
+            self.record = ended.value
+
+
 def play_lockstep(
     envs: Sequence[Any],
     generate: Callable[[list[EpisodeTrace]], Sequence[str | Generation]],
@@ -374,41 +409,30 @@ def play_lockstep(
     ``keep_going(any_running_here)``: whether to run another turn (default: while an episode runs here); a
     multi-process trainer uses it to keep every process in each batched call, with an empty batch if need be.
     """
-    records: list[EpisodeRecord | None] = [None] * len(envs)
-    pending: dict[int, tuple[Episode, Act]] = {}
-
-    def advance(i: int, steps: Episode, answer: Any) -> None:
-        try:
-            request = steps.send(answer)
-            while not isinstance(request, Act):
-                answer = _serve_env(envs[i], request)
-                _snapshot_task(traces[i], envs[i], request, answer)
-                request = steps.send(answer)
-            pending[i] = (steps, request)
-        except StopIteration as done:
-            records[i] = done.value
-
-    for i, (trace, kwargs) in enumerate(zip(traces, episode_kwargs, strict=True)):
-        advance(i, episode(trace, **kwargs), None)
-    while keep_going(bool(pending)) if keep_going is not None else pending:
-        active = sorted(pending)
-        answers = generate([traces[i] for i in active])
-        if len(answers) != len(active):
-            raise RuntimeError(f"generate returned {len(answers)} answers for {len(active)} episodes")
-        for i, answer in zip(active, answers, strict=True):
-            steps, _ = pending.pop(i)
-            advance(i, steps, answer)
-    return [r for r in records if r is not None]
+    episodes = [
+        PushedEpisode(env, trace, **kwargs) for env, trace, kwargs in zip(envs, traces, episode_kwargs, strict=True)
+    ]
+    while (
+        keep_going(any(not e.done for e in episodes)) if keep_going is not None else any(not e.done for e in episodes)
+    ):
+        running = [e for e in episodes if not e.done]
+        answers = generate([e.trace for e in running])
+        if len(answers) != len(running):
+            raise RuntimeError(f"generate returned {len(answers)} answers for {len(running)} episodes")
+        for pushed, answer in zip(running, answers, strict=True):
+            pushed.act(answer)
+    return [e.record for e in episodes if e.record is not None]
 
 
 # ---------------------------------------------------------------------- vector envs
 class VectorDriver:
     """Episodes over a ``VectorEnv`` with ``SAME_STEP`` autoreset (``gym_nemo.make_vec``), one per sub-env slot.
 
-    The collectors start episodes (:meth:`reset` for a wave with per-slot seeds, or :meth:`start` on an
-    autoreset observation), ask :attr:`waiting` which slots need the policy, and :meth:`step` the vector env
-    with the answers; :meth:`step` returns the records of the episodes that ended, in slot order (episodes the
-    env ended first, then those the engine cut). Slots without an episode are stepped with ``idle_action``.
+    The collectors start episodes (:meth:`new_wave` for a wave with per-slot seeds, then :meth:`start`; or
+    :meth:`start` on an autoreset observation), ask :attr:`waiting` which slots need the policy, and hand the
+    policy's answers to :meth:`answer`, which steps the vector env once and returns the records of the episodes
+    that ended, in slot order (episodes the env ended first, then those the engine cut). Slots without an
+    episode are stepped with ``idle_action``.
     """
 
     def __init__(self, envs: VectorEnv, *, idle_action: Any = "") -> None:
@@ -418,7 +442,7 @@ class VectorDriver:
         self.observations: Any = None
         self.infos: list[dict[str, Any]] = []
 
-    def reset(self, seed: int | list[int] | None) -> None:
+    def new_wave(self, seed: int | list[int] | None) -> None:
         """Reset every sub-env (slots keep no episode until :meth:`start`)."""
         self.observations, batched = self.envs.reset(seed=seed)
         self.infos = [unbatch_info(batched, i) for i in range(self.envs.num_envs)]
@@ -445,7 +469,7 @@ class VectorDriver:
     def traces(self, slots: Sequence[int]) -> list[EpisodeTrace]:
         return [self.episodes[i][1] for i in slots]
 
-    def step(self, answers: dict[int, str | Generation]) -> list[tuple[int, EpisodeRecord]]:
+    def answer(self, answers: dict[int, str | Generation]) -> list[tuple[int, EpisodeRecord]]:
         """Answer the waiting episodes, step the vector env once, and return the episodes that ended."""
         actions: list[Any] = [self.idle_action] * self.envs.num_envs
         for slot, answer in answers.items():

@@ -136,7 +136,7 @@ def collect_token_rollouts(
             if not any(wanted):
                 continue
             tick = time.monotonic()
-            driver.reset([seed + first_group + i // group_size for i in range(n)])
+            driver.new_wave([seed + first_group + i // group_size for i in range(n)])
             env_s += time.monotonic() - tick
             for slot in (i for i in range(n) if wanted[i]):
                 trace = EpisodeTrace(env_id, policy.name, seed=seed, group=first_group + slot // group_size)
@@ -151,7 +151,7 @@ def collect_token_rollouts(
                 generations = policy.generate([t.context for t in driver.traces(active)], this_sampling)
                 policy_s += time.monotonic() - tick
                 tick = time.monotonic()
-                ended = driver.step(dict(zip(active, generations, strict=True)))
+                ended = driver.answer(dict(zip(active, generations, strict=True)))
                 env_s += time.monotonic() - tick
                 for _, record in ended:
                     sink.add(record)
