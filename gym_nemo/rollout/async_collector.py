@@ -325,19 +325,14 @@ def collect_token_rollouts_async(
         here behind worker threads that each own one env:
 
         >>> import gymnasium as gym, gym_nemo
-        >>> from gym_nemo.policies import Generation
         >>> from gym_nemo.rollout import collect_token_rollouts_async
+        >>> from gym_nemo.testing.scripted_policy import ScriptedChatPolicy
         >>> from gym_nemo.testing.tiny_model import build_tokenizer
         >>> from gym_nemo.wrappers import TokenEnv
         >>> tok = build_tokenizer("chatml")
-        >>> class Letters:
-        ...     name = "letters"
-        ...     def generate(self, prompts, sampling):
-        ...         letters = [tok.decode(p).rsplit("the letter ", 1)[1][0] for p in prompts]
-        ...         ids = [tok.encode(c * 4, add_special_tokens=False) + [tok.eos_token_id] for c in letters]
-        ...         return [Generation(i, [-0.5] * len(i), "stop") for i in ids]
+        >>> letters = ScriptedChatPolicy(tok, lambda prompt: prompt.rsplit("the letter ", 1)[1][0] * 4)
         >>> records, metrics = collect_token_rollouts_async(
-        ...     lambda: TokenEnv(gym.make("nemo/TargetChar-v0"), tok), Letters(), 4,
+        ...     lambda: TokenEnv(gym.make("nemo/TargetChar-v0"), tok), letters, 4,
         ...     env_id="nemo/TargetChar-v0", group_size=2, max_in_flight=2, progress=False)
         >>> sorted((r.group, r.task_id, r.reward) for r in records)  # records come in finishing order
         [(0, 'target-char/t', 1.0), (0, 'target-char/t', 1.0), (1, 'target-char/o', 1.0), (1, 'target-char/o', 1.0)]

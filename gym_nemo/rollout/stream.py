@@ -63,7 +63,14 @@ def staleness(group: Sequence[EpisodeRecord], version: int) -> int:
 
 
 class RolloutStream:
-    """An open-ended stream of finished groups (see the module docstring); iterate it, update weights, close it."""
+    """An open-ended stream of finished groups (see the module docstring); iterate it, update weights, close it.
+
+    ``batch_groups`` groups make one training batch (the unit of the staleness bound); ``num_groups`` ends the
+    stream after that many groups (None: until closed). The other arguments are those of
+    :func:`~gym_nemo.rollout.collect_token_rollouts_async`; group ``g`` resets with seed ``seed + g``. With a
+    ``logger``, each training batch (``batch_groups`` groups, in delivery order) is logged at step = its index,
+    staleness against the policy's version at delivery included.
+    """
 
     def __init__(
         self,
@@ -71,19 +78,19 @@ class RolloutStream:
         policy: TokenPolicy,
         *,
         env_id: str,
-        group_size: int,
-        batch_groups: int,
-        max_staleness: int,
-        num_groups: int | None,
-        sampling: SamplingParams | None,
-        seed: int,
-        out: str | Path | None,
-        resume: bool,
-        max_in_flight: int,
-        max_batch_size: int,
-        batch_wait_s: float,
-        episode_timeout_s: float | None,
-        max_context_tokens: int | None,
+        group_size: int = 1,
+        batch_groups: int = 1,
+        max_staleness: int = 1,
+        num_groups: int | None = None,
+        sampling: SamplingParams | None = None,
+        seed: int = 0,
+        out: str | Path | None = None,
+        resume: bool = False,
+        max_in_flight: int = 8,
+        max_batch_size: int = 64,
+        batch_wait_s: float = 0.005,
+        episode_timeout_s: float | None = None,
+        max_context_tokens: int | None = None,
         logger: MetricsLogger | None = None,
     ) -> None:
         if max_staleness < 0:
@@ -222,50 +229,6 @@ def _record(row: dict[str, Any]) -> EpisodeRecord:
     )
 
 
-def stream_token_rollouts(
-    env_fn: Callable[[], gym.Env],
-    policy: TokenPolicy,
-    *,
-    env_id: str,
-    group_size: int = 1,
-    batch_groups: int = 1,
-    max_staleness: int = 1,
-    num_groups: int | None = None,
-    sampling: SamplingParams | None = None,
-    seed: int = 0,
-    out: str | Path | None = None,
-    resume: bool = False,
-    max_in_flight: int = 8,
-    max_batch_size: int = 64,
-    batch_wait_s: float = 0.005,
-    episode_timeout_s: float | None = None,
-    max_context_tokens: int | None = None,
-    logger: MetricsLogger | None = None,
-) -> RolloutStream:
-    """A :class:`RolloutStream` of finished groups (see the module docstring).
-
-    ``batch_groups`` groups make one training batch (the unit of the staleness bound); ``num_groups`` ends the
-    stream after that many groups (None: until closed). The other arguments are those of
-    :func:`~gym_nemo.rollout.collect_token_rollouts_async`; group ``g`` resets with seed ``seed + g``. With a
-    ``logger``, each training batch (``batch_groups`` groups, in delivery order) is logged at step = its index,
-    staleness against the policy's version at delivery included.
-    """
-    return RolloutStream(
-        env_fn,
-        policy,
-        env_id=env_id,
-        group_size=group_size,
-        batch_groups=batch_groups,
-        max_staleness=max_staleness,
-        num_groups=num_groups,
-        sampling=sampling,
-        seed=seed,
-        out=out,
-        resume=resume,
-        max_in_flight=max_in_flight,
-        max_batch_size=max_batch_size,
-        batch_wait_s=batch_wait_s,
-        episode_timeout_s=episode_timeout_s,
-        max_context_tokens=max_context_tokens,
-        logger=logger,
-    )
+#: ``stream_token_rollouts(env_fn, policy, env_id=..., group_size=G, batch_groups=B, max_staleness=1, ...)``: the
+#: collector's name for building a :class:`RolloutStream`.
+stream_token_rollouts = RolloutStream

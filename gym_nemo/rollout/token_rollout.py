@@ -81,27 +81,23 @@ def collect_token_rollouts(
         letter from the prompt and answers it four times.
 
         >>> import gym_nemo
-        >>> from gym_nemo.policies import Generation, TokenPolicy
+        >>> from gym_nemo.policies import TokenPolicy
         >>> from gym_nemo.rollout import collect_token_rollouts
+        >>> from gym_nemo.testing.scripted_policy import ScriptedChatPolicy
         >>> from gym_nemo.testing.tiny_model import build_tokenizer
         >>> from gym_nemo.wrappers import TokenEnv
         >>> tok = build_tokenizer("chatml")
-        >>> class Letters:
-        ...     name = "letters"
-        ...     def generate(self, prompts, sampling):
-        ...         letters = [tok.decode(p).rsplit("the letter ", 1)[1][0] for p in prompts]
-        ...         ids = [tok.encode(c * 4, add_special_tokens=False) + [tok.eos_token_id] for c in letters]
-        ...         return [Generation(i, [-0.5] * len(i), "stop") for i in ids]
-        >>> isinstance(Letters(), TokenPolicy)
+        >>> letters = ScriptedChatPolicy(tok, lambda prompt: prompt.rsplit("the letter ", 1)[1][0] * 4)
+        >>> isinstance(letters, TokenPolicy)
         True
         >>> envs = gym_nemo.make_vec("nemo/TargetChar-v0", 4, "sync", wrappers=[lambda env: TokenEnv(env, tok)])
         >>> records, metrics = collect_token_rollouts(
-        ...     envs, Letters(), 4, env_id="nemo/TargetChar-v0", group_size=2, progress=False)
+        ...     envs, letters, 4, env_id="nemo/TargetChar-v0", group_size=2, progress=False)
         >>> [(r.group, r.task_id, r.reward) for r in records]  # a group's episodes play one task
         [(0, 'target-char/t', 1.0), (0, 'target-char/t', 1.0), (1, 'target-char/o', 1.0), (1, 'target-char/o', 1.0)]
         >>> record = records[0]
         >>> tok.decode(record.completion_ids), record.completion_mask, record.completion_logprobs
-        ('tttt<|im_end|>\\n', [1, 1, 1, 1, 1, 0], [-0.5, -0.5, -0.5, -0.5, -0.5, 0.0])
+        ('tttt<|im_end|>\\n', [1, 1, 1, 1, 1, 0], [-0.25, -0.25, -0.25, -0.25, -0.25, 0.0])
         >>> metrics.mean_reward, metrics.mixed_group_rate, metrics.policy_tokens
         (1.0, 0.0, 20)
         >>> envs.close()
