@@ -127,8 +127,9 @@ ENVS: dict[str, EnvEntry] = {
 
 def _nemo_gym_entries() -> dict[str, EnvEntry]:
     """``nemo/NeMoGym-v0`` and ``nemo-gym/<server>-v0`` for every server of the pinned NeMo Gym wheel that runs
-    offline (from the checked-in table, so the ids exist before the NeMo Gym runtime does)."""
-    from gym_nemo.nemo_gym.table import offline_servers, servers
+    offline, with or without an LLM judge (from the checked-in table, so the ids exist before the NeMo Gym
+    runtime does)."""
+    from gym_nemo.nemo_gym.table import judge_servers, offline_servers, servers
 
     entries = {
         "nemo/NeMoGym-v0": EnvEntry(
@@ -140,6 +141,12 @@ def _nemo_gym_entries() -> dict[str, EnvEntry]:
         entries[f"nemo-gym/{name}-v0"] = EnvEntry(
             entry_point="gym_nemo.envs.nemo_gym:NeMoGymEnv",
             summary=f"NeMo Gym's {name} server ({servers()[name]['kind']}), run for real",
+            kwargs={"server": name},
+        )
+    for name in judge_servers():
+        entries[f"nemo-gym/{name}-v0"] = EnvEntry(
+            entry_point="gym_nemo.envs.nemo_gym:NeMoGymEnv",
+            summary=f"NeMo Gym's {name} server ({servers()[name]['kind']}), run for real; scores with judge=...",
             kwargs={"server": name},
         )
     return entries

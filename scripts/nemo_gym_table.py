@@ -19,7 +19,7 @@ import gym_nemo  # noqa: F401  (registers the env ids)
 from gym_nemo.nemo_gym import runtime
 from gym_nemo.nemo_gym.server import ServerStartError, log_path, stop_server
 from gym_nemo.nemo_gym.table import STATUSES, TABLE, servers
-from gym_nemo.testing.nemo_gym_coverage import replay_server, rollout_rows
+from gym_nemo.testing.nemo_gym_coverage import RecordedJudge, replay_server, replayed_as_stored, rollout_rows
 
 TABLE_ROWS = servers()  # the cached table the env reads: updated in place as servers are measured
 
@@ -45,8 +45,9 @@ def agent_max_steps(name: str) -> int | None:
 
 
 def model_refs(name: str) -> list[str]:
-    """The server's config fields that name a model server (an LLM judge), e.g. ``judge_model_server``; none when
-    its config turns the judge off (math_with_judge's ``should_use_judge: false``)."""
+    """The server's config fields that name a model server (an LLM judge), e.g. ``judge_model_server`` (or its
+    OpenAI base URL, ``judge_base_url``); none when its config turns the judge off (math_with_judge's
+    ``should_use_judge: false``)."""
     refs = []
     for path in sorted((runtime.server_dir(name) / "configs").glob("*.yaml")):
         try:
@@ -59,7 +60,7 @@ def model_refs(name: str) -> list[str]:
             if any("use_judge" in key and value is False for key, value in fields.items()):
                 return []
             for key, value in fields.items():
-                if isinstance(value, dict) and value.get("type") == "responses_api_models":
+                if (isinstance(value, dict) and value.get("type") == "responses_api_models") or key == "judge_base_url":
                     refs.append(key)
     return sorted(set(refs))
 
@@ -78,6 +79,22 @@ def wrong_answer_probe(name: str) -> str | None:
         env.close()
 
 
+def judge_note(refs: list[str], results: list[dict[str, Any]]) -> str:
+    """What a judge server's replay with the recorded judgments says (its ``replay`` column counts those)."""
+    note = f"scores with an LLM judge ({', '.join(refs)}); replayed with the judgments NeMo Gym recorded"
+    missed = [i for i, r in enumerate(results) if r["judge_missed"]]
+    stale = [
+        i
+        for i, r in enumerate(results)
+        if i not in missed and r["direct"] is not None and abs(r["direct"] - r["expected"]) > 1e-6
+    ]
+    if missed:
+        note += f"; rollout(s) {missed} store no judgment for the prompt the server asks"
+    if stale:
+        note += f"; the server itself scores stored rollout(s) {stale} differently from their stored reward"
+    return note
+
+
 def classify(name: str) -> dict[str, Any]:
     app = (runtime.server_dir(name) / "app.py").read_text()
     kind = "gymnasium" if "GymnasiumServer" in app else "verify"
@@ -91,9 +108,13 @@ def classify(name: str) -> dict[str, Any]:
     TABLE_ROWS[name] = row  # the env reads max_steps from the table while the replay runs
     if not rollout_rows(name):
         row.update(status="data", note="ships no example_rollouts.jsonl")
+    refs = row["judge_refs"] = model_refs(name)
+    judge = RecordedJudge() if refs else None  # a judge server is replayed with the judgments NeMo Gym recorded
     log = log_path(name)
     try:
-        results = replay_server(name, stop_on_infra_error=True, request_timeout_s=30.0, start_timeout_s=60.0)
+        results = replay_server(
+            name, stop_on_infra_error=judge is None, request_timeout_s=30.0, start_timeout_s=60.0, judge=judge
+        )
     except ServerStartError as exc:
         text = str(exc)
         missing = re.findall(r"Python module '([^']+)'", text)
@@ -123,8 +144,10 @@ def classify(name: str) -> dict[str, Any]:
         stop_server(name)
     if not results:
         return row
-    matched = sum(abs(r["reward"] - r["expected"]) < 1e-6 and not r["infra_error"] for r in results)
+    matched = sum(replayed_as_stored(r) for r in results)
     row["replay"] = f"{matched}/{len(rollout_rows(name))}"
+    if judge is not None:
+        return {**row, "status": "judge", "note": judge_note(refs, results)}
     errors = [r["infra_error"] for r in results if r["infra_error"]]
     if errors and JUDGE.search(server_log):
         return {**row, "status": "judge", "note": "its /verify calls an LLM judge model server"}
@@ -170,12 +193,16 @@ def write_docs() -> None:
     docs = TABLE.parents[2] / "docs" / "nemo_gym_servers.md"
     table = json.loads(TABLE.read_text())["servers"]
     counts = {s: sum(e["status"] == s for e in table.values()) for s in STATUSES}
-    green = sum(e["status"] == "offline" and e["replay"] and e["replay"].split("/")[0] == e["replay"].split("/")[1]
-                for e in table.values())  # fmt: skip
+
+    def green(status: str) -> int:
+        return sum(e["status"] == status and e["replay"] and e["replay"].split("/")[0] == e["replay"].split("/")[1]
+                   for e in table.values())  # fmt: skip
+
     lines = [
         f"{len(table)} servers: "
         + ", ".join(f"{n} {STATUSES[s]}" for s, n in counts.items() if n)
-        + f"; {green} replay every shipped rollout to its stored reward.",
+        + f"; {green('offline') + green('judge')} replay every shipped rollout to its stored reward "
+        + f"({green('offline')} with no judge, {green('judge')} with the judgments NeMo Gym recorded).",
         "",
         "| server | kind | status | replay | note |",
         "|---|---|---|---|---|",

@@ -33,6 +33,7 @@ MODULES: dict[str, tuple[tuple[str, ...], str]] = {
     "gym_nemo.rollout.async_collector": (("transformers", "tokenizers"), "hf"),
     "gym_nemo.eval.metrics": ((), ""),
     "gym_nemo.integrations.nemo_gym": ((), ""),
+    "gym_nemo.nemo_gym.judge": (("httpx",), "nemo-gym"),
     "gym_nemo.verifiers.json_codec": ((), ""),
 }
 

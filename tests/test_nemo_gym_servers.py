@@ -21,8 +21,8 @@ from gymnasium.utils.env_checker import check_env
 import gym_nemo
 from gym_nemo.nemo_gym import runtime
 from gym_nemo.nemo_gym.server import ServerStartError, server_pid, start_server
-from gym_nemo.nemo_gym.table import offline_servers, servers
-from gym_nemo.testing.nemo_gym_coverage import replay_server
+from gym_nemo.nemo_gym.table import judge_servers, offline_servers, servers
+from gym_nemo.testing.nemo_gym_coverage import RecordedJudge, replay_server, replayed_as_stored
 
 
 def _runtime_ready() -> str | None:
@@ -30,7 +30,8 @@ def _runtime_ready() -> str | None:
         runtime.package_dir()
     except runtime.RuntimeMissing as exc:
         return str(exc)
-    missing = sorted(set(offline_servers()) - set(runtime.read_stamp().get("servers") or []))  # type: ignore[arg-type]
+    wanted = set(offline_servers()) | set(judge_servers())
+    missing = sorted(wanted - set(runtime.read_stamp().get("servers") or []))  # type: ignore[arg-type]
     return f"requirements of {missing[:3]}... not installed; run `gym-nemo nemo-gym setup offline`" if missing else None
 
 
@@ -121,7 +122,7 @@ def test_shipped_rollouts_replay_to_their_stored_reward(server: str) -> None:
     of the stored response, so the difference is the data's, not the adapter's."""
     entry = servers()[server]
     results = replay_server(server)
-    matched = sum(abs(r["reward"] - r["expected"]) < 1e-6 and not r["infra_error"] for r in results)
+    matched = sum(replayed_as_stored(r) for r in results)
     assert not any(r["infra_error"] for r in results), results
     random = "random" in entry["note"]  # a server whose reset takes no seed deals new episodes every time
     if not random:  # at least the table's count: NeMo Gym's own check of some rows depends on the machine's speed
@@ -137,6 +138,75 @@ def test_shipped_rollouts_replay_to_their_stored_reward(server: str) -> None:
             check_env(env.unwrapped, skip_render_check=True)
     finally:
         env.close()
+
+
+def _any_prompt_judge(messages: list[dict[str, str]]) -> str:
+    """A judge for arbitrary answers: a verdict in each judge server's label format (it grades them wrong)."""
+    return "The answer is not correct.\nJudgement: NO\nGRADE: B\n[[A!=B]]"
+
+
+@needs_runtime
+@pytest.mark.parametrize("server", [n for n in judge_servers() if servers()[n].get("judge_refs")])
+def test_judge_servers_replay_with_the_judgments_nemo_gym_recorded(server: str) -> None:
+    """A server that scores with an LLM judge, its judge calls answered with the judge texts its rollouts store
+    (RecordedJudge): at least the table's count comes back as stored, each of those with every judge call
+    answered from the record (physics_judge's rule check decides its rows alone: no call); a row that does not
+    gets what the server gives the stored response."""
+    entry = servers()[server]
+    judge = RecordedJudge()
+    results = replay_server(server, judge=judge)
+    matched = sum(replayed_as_stored(r) for r in results)
+    table_matched, table_total = (int(x) for x in entry["replay"].split("/"))
+    assert len(results) == table_total and matched >= table_matched, results
+    for r in results:
+        if r["direct"] is not None and not r["judge_missed"] and r["reward"] != pytest.approx(r["expected"]):
+            assert r["reward"] == pytest.approx(r["direct"]), r
+    if table_matched == table_total:  # check_env's random actions get a judge that answers any prompt
+        env = gym.make(f"nemo-gym/{server}-v0", judge=_any_prompt_judge)
+        try:
+            check_env(env.unwrapped, skip_render_check=True)
+        finally:
+            env.close()
+
+
+def test_a_judge_server_without_a_judge_says_how_to_give_it_one() -> None:
+    with pytest.raises(ValueError, match=r"simpleqa.*LLM judge.*judge=\{'base_url'"):
+        gym.make("nemo-gym/simpleqa-v0")
+    with pytest.raises(TypeError, match="judge must be"):
+        gym.make("nemo/NeMoGym-v0", server="simpleqa", judge=42)
+
+
+@needs_runtime
+def test_judge_endpoint_is_an_openai_compatible_server(tmp_path: Path) -> None:
+    """judge={"base_url", "model"}: simpleqa's judge calls go through gym_nemo's judge server to a real
+    OpenAI-compatible server on loopback (the agent gateway over a scripted chat policy), and its grade is
+    the reward: "A" pays 1, "B" pays 0, a judge that cannot be reached is an infra error, never 0."""
+    pytest.importorskip("fastapi")
+    from gym_nemo.agents.backends import PolicyBackend
+    from gym_nemo.agents.gateway import Gateway
+    from gym_nemo.testing.scripted_policy import ScriptedChatPolicy
+    from gym_nemo.testing.tiny_model import build_tokenizer
+
+    grade = ["A"]
+    policy = ScriptedChatPolicy(build_tokenizer("chatml"), reply=lambda prompt: grade[0])
+    with Gateway(PolicyBackend(policy)) as gateway:
+        run = gateway.open_run()
+        judge = {"base_url": run.base_url, "model": "scripted", "max_retries": 0, "timeout_s": 30.0}
+        env = gym.make("nemo-gym/simpleqa-v0", judge=judge)
+        rewards = []
+        for letter in ("A", "B"):
+            grade[0] = letter
+            env.reset(options={"task_index": 0})
+            _, reward, terminated, _, info = env.step("My answer.")
+            assert terminated and "infra_error" not in info
+            rewards.append(reward)
+        assert rewards == [1.0, 0.0]
+        asked = [c for c in run.calls if c.request.get("messages")]
+        assert len(asked) == 2 and "My answer." in json.dumps(asked[0].request["messages"])
+    env.reset(options={"task_index": 0})  # the judge endpoint is gone: not a grade
+    _, reward, terminated, truncated, info = env.step("My answer.")
+    assert truncated and not terminated and "infra_error" in info and reward == 0.0
+    env.close()
 
 
 # ---------------------------------------------------------------- the env contract

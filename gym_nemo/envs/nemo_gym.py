@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +38,11 @@ from gym_nemo.core.responses import transcript_to_response
 from gym_nemo.core.task import Task, input_messages
 from gym_nemo.core.tools import Tool
 from gym_nemo.core.verdict import Verdict
+from gym_nemo.nemo_gym.judge import JudgeServer
 from gym_nemo.nemo_gym.runtime import NEMO_GYM_VERSION, RuntimeMissing, package_dir, venv_dir
 from gym_nemo.nemo_gym.server import NeMoGymClient, ServerHTTPError, drop_nulls
 from gym_nemo.nemo_gym.table import server_entry
+from gym_nemo.verifiers.llm_judge import JudgeConfig, LLMJudge
 
 #: Keys of a verify reply that echo the request rather than report on it.
 _ECHOED = ("responses_create_params", "response", "reward")
@@ -100,6 +102,29 @@ def _as_messages(items: Any) -> Any:
     return messages
 
 
+#: One judge server per judge in a process, shared by its envs (so they share one NeMo Gym server process too).
+_JUDGE_SERVERS: dict[Any, JudgeServer] = {}
+
+
+def judge_server(judge: JudgeConfig | Mapping[str, Any] | Callable[[list[dict[str, str]]], str]) -> JudgeServer:
+    """The process's :class:`JudgeServer` for a ``judge=`` value: an OpenAI-compatible endpoint
+    (``{"base_url", "model", ...}`` or a :class:`JudgeConfig`, asked through :class:`LLMJudge`) or a callable
+    ``(messages) -> str``. ``TypeError`` for anything else."""
+    if isinstance(judge, (Mapping, JudgeConfig)):
+        key: Any = JudgeConfig.coerce(judge)
+        answer = LLMJudge(key).chat
+    elif callable(judge):
+        key = answer = judge
+    else:
+        raise TypeError(
+            "judge must be {'base_url': ..., 'model': ...} (an OpenAI-compatible endpoint), a JudgeConfig or a "
+            f"callable (messages) -> str, got {type(judge).__name__}"
+        )
+    if key not in _JUDGE_SERVERS:
+        _JUDGE_SERVERS[key] = JudgeServer(answer)
+    return _JUDGE_SERVERS[key]
+
+
 class NeMoGymEnv(TextEnv):
     """NeMo Gym's resources server ``server`` behind the TextEnv contract (see the module docstring).
 
@@ -111,6 +136,10 @@ class NeMoGymEnv(TextEnv):
         start_timeout_s: the longest the server process may take to start answering.
         verify_after_steps: verify the transcript after this many assistant messages even when the last one
             called tools, as NeMo Gym's agent does at its ``max_steps`` (default: that agent's, from the table).
+        judge: the LLM judge of a server that scores with one (status "needs an LLM judge"; required there):
+            ``{"base_url": ..., "model": ...}`` of an OpenAI-compatible endpoint, or a callable
+            ``(messages) -> str``. The server's judge model server is pointed at a
+            :class:`~gym_nemo.nemo_gym.judge.JudgeServer` that asks it.
     """
 
     verifier_name = "nemo_gym"
@@ -126,9 +155,17 @@ class NeMoGymEnv(TextEnv):
         request_timeout_s: float = 300.0,
         start_timeout_s: float = 300.0,
         verify_after_steps: int | None = None,
+        judge: JudgeConfig | Mapping[str, Any] | Callable[[list[dict[str, str]]], str] | None = None,
         **kwargs: Any,
     ) -> None:
         entry = server_entry(server)
+        if judge is None and entry.get("judge_refs"):
+            raise ValueError(
+                f"NeMo Gym server {server!r} scores with an LLM judge: pass judge={{'base_url': ..., 'model': ...}} "
+                "(an OpenAI-compatible endpoint) or a callable (messages) -> str"
+            )
+        self.judge = judge
+        model_url = judge_server(judge).url if judge is not None else None
         self.verify_after_steps = verify_after_steps or entry.get("max_steps")
         self.server = server
         self.server_kind = str(entry["kind"])
@@ -143,7 +180,9 @@ class NeMoGymEnv(TextEnv):
                 ) from None
             if not Path(data).is_file():
                 raise ValueError(f"NeMo Gym server {server!r} ships no data/example.jsonl; pass data=")
-        self.client = NeMoGymClient(server, server_config, timeout_s=request_timeout_s, start_timeout_s=start_timeout_s)
+        self.client = NeMoGymClient(
+            server, server_config, model_url=model_url, timeout_s=request_timeout_s, start_timeout_s=start_timeout_s
+        )
         self._reset_error: str | None = None
         self._prompt_len = 0
         super().__init__(data=data, **kwargs)

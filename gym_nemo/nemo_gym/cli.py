@@ -47,7 +47,11 @@ def add_nemo_gym_commands(sub: Any) -> None:
     p = sub.add_parser("nemo-gym", help="NeMo Gym's own resources servers: set up the runtime, list the servers")
     commands = p.add_subparsers(dest="nemo_gym_command", required=True)
     s = commands.add_parser("setup", help="create the NeMo Gym venv (Python >= 3.12) and install server requirements")
-    s.add_argument("servers", nargs="*", help="servers whose requirements to install; 'offline': all that run offline")
+    s.add_argument(
+        "servers",
+        nargs="*",
+        help="servers whose requirements to install; 'offline': all that run offline (with or without a judge)",
+    )
     s.set_defaults(func=_cmd_setup)
     ls = commands.add_parser("list", help="every server of the installed NeMo Gym with its status")
     ls.add_argument("--status", choices=sorted(table.STATUSES), help="only servers with this status")

@@ -10,7 +10,7 @@ server is never contacted, ``setup_webserver()``; then serves it with uvicorn on
 itself (port 0: no race for a free port). Its first stdout line is ``{"port": N, "pid": P}``; it also
 writes that to ``--state-file``. It exits after ``--idle-exit`` seconds without requests.
 
-Usage: ``python launcher.py --server NAME --state-file PATH [--config JSON] [--idle-exit S]``
+Usage: ``python launcher.py --server NAME --state-file PATH [--config JSON] [--idle-exit S] [--model-url URL]``
 """
 
 from __future__ import annotations
@@ -72,8 +72,22 @@ def _server_class(module, base):
     return next(c for c in found if not any(issubclass(o, c) and o is not c for o in found))
 
 
-def build_app(name: str, overrides: dict, port: int):
-    """The server's FastAPI app, as ``run_webserver`` builds it minus head server, Ray and profiling."""
+def _model_server_names(value) -> set[str]:
+    """The names of the model servers a config refers to (``{"type": "responses_api_models", "name": ...}``)."""
+    if isinstance(value, dict):
+        found = {value["name"]} if value.get("type") == "responses_api_models" and value.get("name") else set()
+        return found.union(*(_model_server_names(v) for v in value.values()))
+    if isinstance(value, list):
+        return set().union(*(_model_server_names(v) for v in value))
+    return set()
+
+
+def build_app(name: str, overrides: dict, port: int, model_url: str | None = None):
+    """The server's FastAPI app, as ``run_webserver`` builds it minus head server, Ray and profiling.
+
+    ``model_url`` (``http://127.0.0.1:PORT``) is where every model server the config names (an LLM judge) is
+    reached: NeMo Gym's ``ServerClient`` looks servers up in its global config, which here holds just those;
+    a server that asks its judge as an OpenAI API (``judge_base_url``: verifif) gets ``model_url/v1`` there."""
     import resources_servers
 
     server_dir = Path(next(iter(resources_servers.__path__))) / name  # a namespace package
@@ -90,9 +104,18 @@ def build_app(name: str, overrides: dict, port: int):
     config = config_cls.model_validate(
         {**fields, "host": "127.0.0.1", "port": port, "entrypoint": "app.py", "name": name}
     )
+    if model_url and "judge_base_url" in config_cls.model_fields:  # servers that ask their judge as an OpenAI API
+        fields["judge_base_url"] = model_url.rstrip("/") + "/v1"
+        if "judge_api_key" in config_cls.model_fields and not isinstance(fields.get("judge_api_key"), str):
+            fields["judge_api_key"] = "EMPTY"
+    models = {}
+    if model_url:
+        host, _, model_port = model_url.removeprefix("http://").rstrip("/").partition(":")
+        address = {"host": host, "port": int(model_port)}
+        models = {n: {"responses_api_models": {n: address}} for n in _model_server_names(fields)}
     client = ServerClient.model_construct(
         head_server_config=BaseServerConfig(host="127.0.0.1", port=1),  # never contacted
-        global_config_dict=OmegaConf.create({}),
+        global_config_dict=OmegaConf.create(models),
     )
     server = cls(config=config, server_client=client)
     app = server.setup_webserver()
@@ -106,6 +129,7 @@ def serve(argv: list[str]) -> None:
     parser.add_argument("--state-file", required=True)
     parser.add_argument("--config", default="{}", help="JSON overrides of the server's config fields")
     parser.add_argument("--idle-exit", type=float, default=600.0)
+    parser.add_argument("--model-url", default=None, help="where the model servers it names (a judge) answer")
     args = parser.parse_args(argv)
 
     # proto=IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on accepted sockets whose proto says TCP; without
@@ -118,7 +142,7 @@ def serve(argv: list[str]) -> None:
 
     import uvicorn
 
-    app = build_app(args.server, json.loads(args.config), port)
+    app = build_app(args.server, json.loads(args.config), port, args.model_url)
     last_request = [time.monotonic()]
 
     @app.middleware("http")
@@ -145,7 +169,16 @@ def serve(argv: list[str]) -> None:
         fh.write(state)
     os.replace(tmp, args.state_file)
     print(state, flush=True)
-    asyncio.run(server.serve(sockets=[sock]))
+    asyncio.run(_serve_with_client(server, sock))
+
+
+async def _serve_with_client(server, sock: socket.socket) -> None:
+    """Serve, with NeMo Gym's global aiohttp client made first (in the loop) from its default config: servers
+    that call other servers (a judge) would otherwise build it from a global config parsed off the CLI."""
+    from nemo_gym.server_utils import GlobalAIOHTTPAsyncClientConfig, set_global_aiohttp_client
+
+    set_global_aiohttp_client(GlobalAIOHTTPAsyncClientConfig())
+    await server.serve(sockets=[sock])
 
 
 def zygote(socket_path: str, idle_exit: float) -> None:

@@ -143,7 +143,8 @@ def _pip(python: Path, args: Sequence[str]) -> None:
 
 def setup(servers: Iterable[str] = (), *, log: bool = True) -> Path:
     """Create or complete the NeMo Gym venv; install the requirements of ``servers`` (all table servers that
-    run offline when ``servers`` is ``["offline"]``). Returns the venv's python. Idempotent."""
+    run offline, with or without an LLM judge, when ``servers`` is ``["offline"]``). Returns the venv's python.
+    Idempotent."""
     venv = venv_dir()
     python = venv / "bin" / "python"
     say = print if log else (lambda *_: None)
@@ -159,9 +160,9 @@ def setup(servers: Iterable[str] = (), *, log: bool = True) -> Path:
         _write_stamp(stamp)
     names = list(servers)
     if names == ["offline"]:
-        from gym_nemo.nemo_gym.table import offline_servers
+        from gym_nemo.nemo_gym.table import judge_servers, offline_servers
 
-        names = offline_servers()
+        names = offline_servers() + judge_servers()
     known = set(installed_servers())
     unknown = sorted(set(names) - known)
     if unknown:

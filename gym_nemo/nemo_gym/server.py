@@ -67,13 +67,13 @@ def runtime_dir() -> Path:
     return path
 
 
-def _key(name: str, config: Mapping[str, Any] | None) -> str:
-    ident = json.dumps([name, str(venv_python()), LAUNCHER.read_text(), dict(config or {})], sort_keys=True)
+def _key(name: str, config: Mapping[str, Any] | None, model_url: str | None) -> str:
+    ident = json.dumps([name, str(venv_python()), LAUNCHER.read_text(), dict(config or {}), model_url], sort_keys=True)
     return f"{name}-{hashlib.sha256(ident.encode()).hexdigest()[:10]}"
 
 
-def _paths(name: str, config: Mapping[str, Any] | None) -> tuple[Path, Path, Path]:
-    rt, key = runtime_dir(), _key(name, config)
+def _paths(name: str, config: Mapping[str, Any] | None, model_url: str | None = None) -> tuple[Path, Path, Path]:
+    rt, key = runtime_dir(), _key(name, config, model_url)
     return rt / f"{key}.json", rt / f"{key}.lock", rt / f"{key}.log"
 
 
@@ -110,14 +110,17 @@ def start_server(
     name: str,
     config: Mapping[str, Any] | None = None,
     *,
+    model_url: str | None = None,
     idle_exit_s: float = 600.0,
     start_timeout_s: float = 300.0,
 ) -> str:
     """The base URL (``http://127.0.0.1:PORT``) of NeMo Gym's resources server ``name``, started if needed.
 
-    ``config`` overrides fields of the server's config (e.g. mcqa's ``grading_mode``); each distinct config
-    is its own process. Raises :class:`ServerStartError` naming the server and the missing piece."""
-    state_file, lock_file, log_file = _paths(name, config)
+    ``config`` overrides fields of the server's config (e.g. mcqa's ``grading_mode``); ``model_url`` is where the
+    model servers its config names (an LLM judge: :class:`~gym_nemo.nemo_gym.judge.JudgeServer`) answer. Each
+    distinct config and model URL is its own process. Raises :class:`ServerStartError` naming the server and
+    the missing piece."""
+    state_file, lock_file, log_file = _paths(name, config, model_url)
     url = _healthy(state_file)
     if url is not None:
         return url
@@ -135,6 +138,7 @@ def start_server(
         _stop_recorded(state_file)
         state_file.unlink(missing_ok=True)
         args = ["--server", name, "--state-file", str(state_file), "--config", json.dumps(dict(config or {}))]
+        args += ["--model-url", model_url] if model_url else []
         pid = _spawn(python, [*args, "--idle-exit", str(idle_exit_s)], log_file, idle_exit_s)
         deadline = time.monotonic() + start_timeout_s
         while time.monotonic() < deadline:
@@ -228,22 +232,22 @@ def _stop_recorded(state_file: Path) -> None:
             os.killpg(pid, signal.SIGKILL)  # its own session: whatever it started (a local Ray, say) goes too
 
 
-def log_path(name: str, config: Mapping[str, Any] | None = None) -> Path:
+def log_path(name: str, config: Mapping[str, Any] | None = None, model_url: str | None = None) -> Path:
     """The server process's log (its stderr; rewritten at each start)."""
-    return _paths(name, config)[2]
+    return _paths(name, config, model_url)[2]
 
 
-def server_pid(name: str, config: Mapping[str, Any] | None = None) -> int | None:
+def server_pid(name: str, config: Mapping[str, Any] | None = None, model_url: str | None = None) -> int | None:
     """The PID of the running server process for ``name`` (and ``config``), if one answers."""
-    state_file = _paths(name, config)[0]
+    state_file = _paths(name, config, model_url)[0]
     if _healthy(state_file) is None:
         return None
     return int(json.loads(state_file.read_text())["pid"])
 
 
-def stop_server(name: str, config: Mapping[str, Any] | None = None) -> None:
+def stop_server(name: str, config: Mapping[str, Any] | None = None, model_url: str | None = None) -> None:
     """Stop the server process for ``name`` (and ``config``), if any."""
-    state_file, lock_file, _ = _paths(name, config)
+    state_file, lock_file, _ = _paths(name, config, model_url)
     with open(lock_file, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         _stop_recorded(state_file)
@@ -280,18 +284,29 @@ class NeMoGymClient:
         name: str,
         config: Mapping[str, Any] | None = None,
         *,
+        model_url: str | None = None,
         timeout_s: float = 300.0,
         idle_exit_s: float = 600.0,
         start_timeout_s: float = 300.0,
     ) -> None:
         self.name = name
         self.config = dict(config or {})
+        self.model_url = model_url
         self.timeout_s = timeout_s
         self.idle_exit_s = idle_exit_s
         self._client: httpx.Client | None = None
         self._pid = os.getpid()
         self.start_timeout_s = start_timeout_s
-        self.base_url = start_server(name, self.config, idle_exit_s=idle_exit_s, start_timeout_s=start_timeout_s)
+        self.base_url = self._start()
+
+    def _start(self) -> str:
+        return start_server(
+            self.name,
+            self.config,
+            model_url=self.model_url,
+            idle_exit_s=self.idle_exit_s,
+            start_timeout_s=self.start_timeout_s,
+        )
 
     def _http(self) -> httpx.Client:
         if self._client is None or self._pid != os.getpid():  # never share a connection across a fork
@@ -314,9 +329,7 @@ class NeMoGymClient:
         except InfraError as exc:
             if not isinstance(exc.__cause__, httpx.TransportError):
                 raise
-        self.base_url = start_server(
-            self.name, self.config, idle_exit_s=self.idle_exit_s, start_timeout_s=self.start_timeout_s
-        )
+        self.base_url = self._start()
         self._http().cookies.clear()
         return self.post(route, seed_body or {})
 

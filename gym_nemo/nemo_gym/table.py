@@ -4,11 +4,12 @@ Each entry: ``kind`` (``verify``: seed_session, tool routes, /verify; ``non_exec
 tool calls included, is the answer; ``gymnasium``: /reset and /step), ``status`` (``offline``: runs here
 with no network, judge or data beyond what the wheel ships; ``judge``: needs an LLM judge; ``data``: needs
 data the wheel does not ship; ``internet``: needs the internet, a container runtime or packages not
-installable offline; ``broken``: fails here for another reason), ``note`` (why) and ``replay`` (shipped
+installable offline; ``broken``: fails here for another reason), ``note`` (why), ``replay`` (shipped
 example rollouts played through the env that gave back their stored reward, ``"5/5"``; ``""`` when not
-measured). The table is measured, not guessed: ``python scripts/nemo_gym_table.py`` rebuilds it from the
-installed wheel. Registered env ids (``nemo-gym/<server>-v0``) come from it, so they exist before the
-runtime does.
+measured; a judge server's with :class:`~gym_nemo.testing.nemo_gym_coverage.RecordedJudge`) and, for servers
+that call an LLM judge, ``judge_refs`` (the config fields naming it; the env needs ``judge=``). The table is
+measured, not guessed: ``python scripts/nemo_gym_table.py`` rebuilds it from the installed wheel. Registered
+env ids (``nemo-gym/<server>-v0``) come from it, so they exist before the runtime does.
 """
 
 from __future__ import annotations
@@ -45,5 +46,11 @@ def server_entry(name: str) -> dict[str, Any]:
 
 
 def offline_servers() -> list[str]:
-    """The servers that run offline (each gets a registered ``nemo-gym/<server>-v0`` id)."""
+    """The servers that run offline with no LLM judge (each gets a registered ``nemo-gym/<server>-v0`` id)."""
     return sorted(n for n, e in servers().items() if e["status"] == "offline")
+
+
+def judge_servers() -> list[str]:
+    """The servers that score with an LLM judge: they run offline given ``judge=`` (each gets a registered
+    ``nemo-gym/<server>-v0`` id whose ``gym.make`` needs ``judge=``)."""
+    return sorted(n for n, e in servers().items() if e["status"] == "judge")

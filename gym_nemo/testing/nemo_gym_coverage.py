@@ -4,6 +4,11 @@ coverage test asserts.
 
 A rollout row is a task row plus ``response`` (a Responses object) and ``reward``; some lack task fields
 (mcqa's options, the gymnasium examples' follow-ups), which are joined back from ``example.jsonl`` by prompt.
+
+Servers that score with an LLM judge are replayed with :class:`RecordedJudge`: the judge's answers NeMo Gym
+stored in each rollout (``judge_output``, ``judge_evaluations``, ``rubric_evaluations``, ...), given back to the
+server's own judge calls. It stands in for judges this machine cannot run (NeMo Gym's configs name 100B+
+models); the server's code (prompt, parsing the verdict, the reward) runs for real.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 import gymnasium as gym
 
 from gym_nemo.core.errors import InfraError
+from gym_nemo.core.responses import output_text
 from gym_nemo.core.task import input_messages, read_jsonl
 from gym_nemo.nemo_gym.runtime import server_dir
 from gym_nemo.nemo_gym.server import drop_nulls
@@ -40,15 +46,17 @@ def rollout_rows(server: str) -> list[dict[str, Any]]:
 
 def task_row(rollout: Mapping[str, Any], examples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The task row a rollout played: its ``example.jsonl`` row when one has the same prompt (the rollout's own
-    ``responses_create_params`` kept), else the rollout without what the agent and verifier added."""
+    ``responses_create_params`` kept), else the rollout without what the agent and verifier added (the fields
+    no example row has, where there are example rows)."""
     index = rollout.get("_ng_task_index")
     by_prompt = {_prompt_key(e): e for e in examples}
     if isinstance(index, int) and 0 <= index < len(examples) and _prompt_key(examples[index]) == _prompt_key(rollout):
         base = examples[index]  # the exact row (prompts repeat: circle_count)
     else:
         base = by_prompt.get(_prompt_key(rollout))
-    if base is None:
-        return {k: v for k, v in rollout.items() if k not in _ROLLOUT_KEYS}
+    if base is None:  # without what the agent and verifier added (fields no example row has: a verdict, say)
+        task_keys = {k for e in examples for k in e} or set(rollout)
+        return {k: v for k, v in rollout.items() if k not in _ROLLOUT_KEYS and k in task_keys}
     return {**base, "responses_create_params": rollout["responses_create_params"]}
 
 
@@ -81,15 +89,99 @@ def recorded_actions(response: Mapping[str, Any]) -> list[str]:
     return ["\n".join(t for t in turn if t) for turn in turns]
 
 
+def _normalized(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _prompt_text(messages: Any) -> str:
+    """A judge prompt's text (the contents of its messages), whitespace-normalized, for matching."""
+    if isinstance(messages, str):
+        return _normalized(messages)
+    parts = []
+    for message in messages or []:
+        content = message.get("content") if isinstance(message, Mapping) else None
+        if isinstance(content, list):
+            content = "".join(str(p.get("text") or "") for p in content if isinstance(p, Mapping))
+        parts.append(str(content or ""))
+    return _normalized("\n".join(parts))
+
+
+def recorded_judgments(rollout: Mapping[str, Any]) -> list[tuple[str | None, str]]:
+    """The judge exchanges NeMo Gym stored in a rollout: ``(prompt or None, the judge's text)``, in call order."""
+    found: list[tuple[str | None, str]] = []
+    for entry in rollout.get("judge_evaluations") or []:  # equivalence_llm_judge, labbench2_vlm, math_with_autograder
+        prompt = (entry.get("responses_create_params") or {}).get("input")
+        found.append((_prompt_text(prompt), output_text(entry.get("response") or {})))
+    for entry in rollout.get("rubric_evaluations") or []:  # inverse_if
+        found.append((_prompt_text(entry.get("judge_prompt") or ""), str(entry.get("judge_response") or "")))
+    if isinstance(rollout.get("judge_response"), Mapping):  # aalcr
+        prompt = (rollout.get("judge_responses_create_params") or {}).get("input")
+        found.append((_prompt_text(prompt), output_text(rollout["judge_response"])))
+    for key in ("judge_output", "judgement_gen_base", "judgement_base_gen"):  # simpleqa & co; arena_judge
+        if isinstance(rollout.get(key), str):
+            found.append((None, rollout[key]))
+    return found
+
+
+class RecordedJudge:
+    """A judge (``judge=`` of ``nemo/NeMoGym-v0``) that answers with the judgments NeMo Gym stored in the rollout
+    :meth:`load` was given: a request whose prompt is a stored one gets that one's text; any other gets the
+    stored texts without a prompt in order (arena_judge's two orders are told apart by where the candidate
+    stands). With nothing stored it raises, so the server reports a judge failure rather than a verdict."""
+
+    def __init__(self) -> None:
+        self._rollout: Mapping[str, Any] = {}
+        self._unprompted: list[str] = []
+        self._by_prompt: dict[str, str] = {}
+        self.answered = self.missed = 0
+
+    def load(self, rollout: Mapping[str, Any]) -> None:
+        """Answer the next judge calls from ``rollout`` (call before each verification of it)."""
+        self._rollout = rollout
+        judgments = recorded_judgments(rollout)
+        self._by_prompt = {prompt: text for prompt, text in judgments if prompt is not None}
+        self._unprompted = [text for prompt, text in judgments if prompt is None]
+
+    def __call__(self, messages: list[dict[str, str]]) -> str:
+        prompt = _prompt_text(messages)
+        text = self._by_prompt.get(prompt)
+        if text is None:
+            text = self._arena_order(prompt)
+        if text is None and self._unprompted:
+            text = self._unprompted.pop(0) if len(self._unprompted) > 1 else self._unprompted[0]
+        if text is None:
+            self.missed += 1
+            raise LookupError("the rollout stores no judgment for this judge prompt")
+        self.answered += 1
+        return text
+
+    def _arena_order(self, prompt: str) -> str | None:
+        """arena_judge asks twice at once, candidate first (``judgement_gen_base``) and baseline first."""
+        rollout = self._rollout
+        baseline = _normalized(str(rollout.get("baseline_answer") or ""))
+        candidate = _normalized(output_text(rollout.get("response") or {}))
+        if not ("judgement_gen_base" in rollout and baseline and candidate):
+            return None
+        at_baseline, at_candidate = prompt.find(baseline[:200]), prompt.find(candidate[:200])
+        if at_baseline < 0 or at_candidate < 0:
+            return None
+        return str(rollout["judgement_gen_base" if at_candidate < at_baseline else "judgement_base_gen"])
+
+
 def replay(env: gym.Env, rollout: Mapping[str, Any], examples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Play one rollout through ``env``; returns ``{"reward": summed step rewards, "expected": the stored reward,
     "direct": what the server's /verify says of the stored response itself (verify servers; else None),
-    "steps", "infra_error", "terminated"}``. ``direct`` tells the adapter's faults (reward != direct) from the
-    data's (direct != expected: the server no longer scores its own stored rollout as stored)."""
+    "steps", "infra_error", "terminated", "judge_missed": judge calls a RecordedJudge had no answer for}``.
+    ``direct`` tells the adapter's faults (reward != direct) from the data's (direct != expected: the server no
+    longer scores its own stored rollout as stored)."""
     row = task_row(rollout, examples)
     unwrapped = env.unwrapped
+    judge = getattr(unwrapped, "judge", None)
+    recorded = judge if isinstance(judge, RecordedJudge) else None
     direct = None
     if getattr(unwrapped, "server_kind", None) == "verify":
+        if recorded is not None:
+            recorded.load(rollout)
         body = drop_nulls(row)
         unwrapped.client.new_session(body)
         try:
@@ -97,6 +189,9 @@ def replay(env: gym.Env, rollout: Mapping[str, Any], examples: Sequence[Mapping[
             direct = float(reply.json()["reward"])
         except InfraError:
             direct = None
+    if recorded is not None:
+        recorded.load(rollout)
+    missed = recorded.missed if recorded is not None else 0
     actions = iter(recorded_actions(rollout["response"]))  # the engine plays them; None when they run out
     trace = EpisodeTrace(str(getattr(env.spec, "id", "")), "recorded")
     record = play(env, lambda _: next(actions, None), trace, options={"task": row})
@@ -108,12 +203,21 @@ def replay(env: gym.Env, rollout: Mapping[str, Any], examples: Sequence[Mapping[
         "steps": len(record.step_rewards),
         "terminated": record.terminated,
         "infra_error": record.infra_error,
+        "judge_missed": (recorded.missed if recorded is not None else 0) - missed,
     }
+
+
+def replayed_as_stored(result: Mapping[str, Any]) -> bool:
+    """Whether a replay gave back the stored reward, with no infrastructure error and no judge call unanswered."""
+    return (
+        abs(result["reward"] - result["expected"]) < 1e-6 and not result["infra_error"] and not result["judge_missed"]
+    )
 
 
 def replay_server(server: str, *, stop_on_infra_error: bool = False, **env_kwargs: Any) -> list[dict[str, Any]]:
     """Replay every shipped rollout of ``server`` through ``gym.make("nemo/NeMoGym-v0", server=server)``
-    (up to the first infrastructure error with ``stop_on_infra_error``: a server that times out once will again)."""
+    (up to the first infrastructure error with ``stop_on_infra_error``: a server that times out once will again).
+    Pass ``judge=RecordedJudge()`` for a server that scores with an LLM judge."""
     examples_path: Path = server_dir(server) / "data" / "example.jsonl"
     examples = read_jsonl(examples_path) if examples_path.is_file() else []
     env = gym.make("nemo/NeMoGym-v0", server=server, max_turns=64, max_episode_steps=64, **env_kwargs)

@@ -98,12 +98,8 @@ class LLMJudge:
             max_retries=self.config.max_retries,
         )
 
-    def ask(self, question: str, first: str, second: str) -> tuple[bool, dict[str, Any]]:
-        """One judgment: (equivalent?, a record of the exchange). Raises InfraError if there is none."""
-        messages = [
-            {"role": "system", "content": SYSTEM_PROMPT},
-            {"role": "user", "content": USER_TEMPLATE.format(question=question, first=first, second=second)},
-        ]
+    def chat(self, messages: list[dict[str, str]]) -> str:
+        """The judge model's reply to ``messages`` (its text); ``InfraError`` when there is none."""
         kwargs: dict[str, Any] = {"model": self.config.model, "messages": messages}
         kwargs["temperature"] = self.config.temperature
         if self.config.max_tokens is not None:
@@ -113,7 +109,15 @@ class LLMJudge:
         except self._openai.OpenAIError as exc:
             raise InfraError(f"{type(exc).__name__}: {exc}") from exc
         choices = getattr(completion, "choices", None) or []
-        text = (choices[0].message.content or "") if choices else ""
+        return (choices[0].message.content or "") if choices else ""
+
+    def ask(self, question: str, first: str, second: str) -> tuple[bool, dict[str, Any]]:
+        """One judgment: (equivalent?, a record of the exchange). Raises InfraError if there is none."""
+        messages = [
+            {"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": USER_TEMPLATE.format(question=question, first=first, second=second)},
+        ]
+        text = self.chat(messages)
         record = {"messages": messages, "model": self.config.model, "judgment": text}
         verdict = parse_judgment(text)
         if verdict is None:
