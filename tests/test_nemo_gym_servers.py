@@ -241,6 +241,26 @@ def test_gymnasium_server_pays_per_step_rewards() -> None:
 
 
 @needs_runtime
+def test_a_move_the_server_refuses_is_not_played_and_the_observation_says_why() -> None:
+    """grl_sokoban answers an unparseable move with 400: the move is not played (the board is unchanged, the
+    episode goes on, the step pays 0), never an infrastructure error; a lost session stays one."""
+    env = gym.make("nemo/NeMoGym-v0", server="grl_sokoban")
+    env.reset(options={"task_index": 0})  # the row's seed: the same room every time
+    moved_at_once = env.step("<action>Down</action>")[0]
+    env.reset(options={"task_index": 0})
+    obs, reward, terminated, truncated, info = env.step("I do not know.")
+    assert (reward, terminated, truncated) == (0.0, False, False) and "infra_error" not in info
+    assert "Unable to parse action" in info["invalid_action"] and obs.startswith("[not a valid move")
+    assert info["messages"][-1] == {"role": "user", "content": obs}
+    obs, reward, terminated, truncated, info = env.step("<action>Down</action>")
+    assert "invalid_action" not in info and "infra_error" not in info and obs == moved_at_once  # world unchanged
+    env.unwrapped.client.new_session(None, None)  # the session cookie gone: the server's 400 names the session
+    _, reward, _, truncated, info = env.step("<action>Down</action>")
+    assert truncated and "Session not initialized" in info["infra_error"] and reward == 0.0
+    env.close()
+
+
+@needs_runtime
 def test_make_vec_token_env_and_collector(tmp_path: Path) -> None:
     from gym_nemo.rollout import collect_rollouts
     from gym_nemo.testing.tiny_model import build_tokenizer

@@ -16,9 +16,11 @@ depends on the kind of server, read from the checked-in table of the pinned whee
   ``/reset``, every step posts that turn's output to ``/step``, whose reward, ``terminated`` and
   ``truncated`` are the step's.
 
-Infrastructure failures (the server unreachable or killed, any 4xx/5xx except a tool route the server lacks)
-end the episode with ``truncated=True`` and ``info["infra_error"]``, never a reward; the next episode finds a
-restarted server. Rows of the wrong shape raise ``ValueError`` naming the field.
+Infrastructure failures (the server unreachable or killed, any 4xx/5xx except a tool route the server lacks
+and a gymnasium server refusing a move) end the episode with ``truncated=True`` and ``info["infra_error"]``,
+never a reward; the next episode finds a restarted server. A move a gymnasium server refuses (400 at
+``/step``: "Unable to parse action") is not played and the observation says why, as in gym_nemo's own games.
+Rows of the wrong shape raise ``ValueError`` naming the field.
 """
 
 from __future__ import annotations
@@ -123,6 +125,21 @@ def judge_server(judge: JudgeConfig | Mapping[str, Any] | Callable[[list[dict[st
     if key not in _JUDGE_SERVERS:
         _JUDGE_SERVERS[key] = JudgeServer(answer)
     return _JUDGE_SERVERS[key]
+
+
+def _detail(exc: ServerHTTPError) -> str:
+    """The ``detail`` of a FastAPI error body (the body itself when it has none)."""
+    try:
+        detail = json.loads(exc.body).get("detail")
+    except (ValueError, AttributeError):
+        detail = None
+    return str(detail) if detail else exc.body[:500]
+
+
+def _refused_move(exc: ServerHTTPError) -> bool:
+    """Whether a gymnasium server's error at ``/step`` refuses the move itself (400 "Unable to parse action",
+    "Invalid action identifier": grl_sokoban, grl_tetris) rather than failing (a lost session, a 5xx)."""
+    return exc.status == 400 and "session" not in _detail(exc).lower()
 
 
 class NeMoGymEnv(TextEnv):
@@ -288,6 +305,13 @@ class NeMoGymEnv(TextEnv):
             body = {**self._task.hidden, "response": response_object(self._messages[first:])}
             try:
                 data = self.client.post("/step", body).json()
+            except ServerHTTPError as exc:
+                if _refused_move(exc):  # not played (the world is as it was); the observation says why
+                    info["invalid_action"] = _detail(exc)
+                    reply = f"[not a valid move: the server refused it] {_detail(exc)}"
+                    self._messages.append({"role": "user", "content": reply})
+                else:
+                    reply, truncated, info["infra_error"] = f"[infrastructure error] {exc}", True, str(exc)
             except InfraError as exc:
                 reply, truncated, info["infra_error"] = f"[infrastructure error] {exc}", True, str(exc)
             else:

@@ -31,11 +31,15 @@ from gym_nemo.rollout.engine import EpisodeTrace, play
 _ROLLOUT_KEYS = ("response", "reward", "terminated", "truncated", "info", "_ng_task_index", "_ng_rollout_index")
 
 
-def _prompt_key(row: Mapping[str, Any]) -> str:
+def _prompt(row: Mapping[str, Any]) -> list[tuple[str, str]]:
     try:
-        return json.dumps([(m["role"], m["content"]) for m in input_messages(row)], ensure_ascii=False)
+        return [(m["role"], m["content"]) for m in input_messages(row)]
     except ValueError:
-        return ""
+        return []
+
+
+def _prompt_key(row: Mapping[str, Any]) -> str:
+    return json.dumps(_prompt(row), ensure_ascii=False)
 
 
 def rollout_rows(server: str) -> list[dict[str, Any]]:
@@ -46,14 +50,18 @@ def rollout_rows(server: str) -> list[dict[str, Any]]:
 
 def task_row(rollout: Mapping[str, Any], examples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The task row a rollout played: its ``example.jsonl`` row when one has the same prompt (the rollout's own
-    ``responses_create_params`` kept), else the rollout without what the agent and verifier added (the fields
-    no example row has, where there are example rows)."""
+    ``responses_create_params`` kept) or when the rollout's prompt extends the row's at its ``_ng_task_index``
+    (a gymnasium agent adds the reset observation to the input: the row is then taken as it is), else the
+    rollout without what the agent and verifier added (the fields no example row has, where there are rows)."""
     index = rollout.get("_ng_task_index")
-    by_prompt = {_prompt_key(e): e for e in examples}
-    if isinstance(index, int) and 0 <= index < len(examples) and _prompt_key(examples[index]) == _prompt_key(rollout):
-        base = examples[index]  # the exact row (prompts repeat: circle_count)
-    else:
-        base = by_prompt.get(_prompt_key(rollout))
+    prompt = _prompt(rollout)
+    if isinstance(index, int) and 0 <= index < len(examples):
+        example = examples[index]  # the exact row (prompts repeat: circle_count, grl_sokoban)
+        if _prompt(example) == prompt:
+            return {**example, "responses_create_params": rollout["responses_create_params"]}
+        if _prompt(example) and prompt[: len(_prompt(example))] == _prompt(example):
+            return dict(example)
+    base = {_prompt_key(e): e for e in examples}.get(_prompt_key(rollout))
     if base is None:  # without what the agent and verifier added (fields no example row has: a verdict, say)
         task_keys = {k for e in examples for k in e} or set(rollout)
         return {k: v for k, v in rollout.items() if k not in _ROLLOUT_KEYS and k in task_keys}
