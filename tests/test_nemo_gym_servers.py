@@ -241,6 +241,33 @@ def test_gymnasium_server_pays_per_step_rewards() -> None:
 
 
 @needs_runtime
+def test_served_over_http_and_as_a_trl_environment() -> None:
+    """A NeMo Gym env works like any other: behind `gym-nemo serve` (sessions over HTTP) and as TRL's
+    environment_factory (the row's tools are the environment's methods)."""
+    pytest.importorskip("fastapi", reason="gym-nemo serve needs the serve extra")
+    pytest.importorskip("trl", reason="the TRL adapter needs the trl extra")
+    import httpx
+
+    from gym_nemo.integrations.trl import environment_factory, environment_reward, task_dataset
+    from tests.serving import served
+
+    env_id = "nemo-gym/example_single_tool_call-v0"
+    with served(env_id) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+        sid = client.post("/sessions").json()["session_id"]
+        client.post(f"/sessions/{sid}/reset", json={"seed": 0}).raise_for_status()
+        tool = client.post(f"/sessions/{sid}/step", json={"action": CALL}).json()
+        assert "cold" in tool["observation"] and tool["terminated"] is False
+        final = client.post(f"/sessions/{sid}/step", json={"action": "It is cold."}).json()
+        assert final["terminated"] is True and final["reward"] == 1.0
+
+    environment = environment_factory(env_id)()
+    environment.reset(**task_dataset(env_id, num_rows=1)[0])
+    assert "cold" in environment.get_weather(city="SF")  # a method named for the row's tool, run by the server
+    assert environment_reward(["It is cold."], environments=[environment]) == [1.0]
+    environment._env.close()
+
+
+@needs_runtime
 def test_a_move_the_server_refuses_is_not_played_and_the_observation_says_why() -> None:
     """grl_sokoban answers an unparseable move with 400: the move is not played (the board is unchanged, the
     episode goes on, the step pays 0), never an infrastructure error; a lost session stays one."""

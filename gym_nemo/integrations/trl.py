@@ -349,10 +349,16 @@ def _tool_method(schema: Mapping[str, Any]) -> Callable[..., str]:
 
 
 def environment_factory(env_id: str, **env_kwargs: Any) -> Callable[[], NemoToolEnvironment]:
-    """A TRL ``environment_factory`` for ``env_id``: each instance is one env whose tools are its methods."""
+    """A TRL ``environment_factory`` for ``env_id``: each instance is one env whose tools are its methods.
+
+    An env whose tools come with its task (NeMo Gym rows' ``responses_create_params.tools``) is reset once to
+    read them: TRL needs one tool set per environment class, so its tasks should share it."""
     probe = gym.make(env_id, **env_kwargs)
     try:
         tools = list(probe.unwrapped.tools)
+        if not tools:
+            probe.reset(seed=0)
+            tools = list(probe.unwrapped.tools)
     finally:
         probe.close()
     reserved = {"reset", "get_reward"}
