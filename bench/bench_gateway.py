@@ -16,7 +16,9 @@ Four measurements, each against its baseline in the same run:
    is not counted: here a main-thread ``generate`` slows whatever runs right after it). Prints p50 of each
    and the gateway's share of a call: per call, the client's time less the ``generate`` time measured
    inside the gateway (rendering, HTTP, JSON, thread hand-offs), over the client's time (target: < 5%);
-   ``generate``'s own time varies by more than the gateway's cost on a loaded 2-core machine.
+   ``generate``'s own time varies by more than the gateway's cost on a loaded 2-core machine. Also prints the
+   rendering and tokenizing inside that time (the tokenizer's ``apply_chat_template`` and ``encode``, timed
+   in both paths; the direct path does them too) and the share left without them.
 4. **256 concurrent agent runs, scripted upstream.** ``--runs`` agents (asyncio + aiohttp, one process),
    each making ``--calls-per-run`` chat calls whose history grows, on its own run URL; then every run's
    captured calls are fetched: a call missing, or captured without ids, counts as lost. Prints calls/s
@@ -165,7 +167,7 @@ def hf_overhead(calls: int, max_tokens: int) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory() as tmp:
         policy = HFPolicy(build_tiny_model(tmp, "chatml"))
-    generate, inside = policy.generate, []
+    generate, inside, rendering = policy.generate, [], []
 
     def timed_generate(prompts: Any, sampling: Any) -> Any:  # the model's own time, inside the gateway
         t = time.perf_counter()
@@ -173,9 +175,21 @@ def hf_overhead(calls: int, max_tokens: int) -> dict[str, Any]:
         inside.append((time.perf_counter() - t) * 1000)
         return out
 
+    def timed(method: Any) -> Any:  # the tokenizer's rendering and encoding, which the direct path does too
+        def call(*args: Any, **kwargs: Any) -> Any:
+            t = time.perf_counter()
+            out = method(*args, **kwargs)
+            rendering.append((time.perf_counter() - t) * 1000)
+            return out
+
+        return call
+
+    tokenizer = policy.tokenizer
+    tokenizer.apply_chat_template, tokenizer.encode = timed(tokenizer.apply_chat_template), timed(tokenizer.encode)
+
     messages = [{"role": "user", "content": "What is 6 * 7? Explain."}]
     sampling = SamplingParams(max_tokens=max_tokens, temperature=0.0)
-    direct, through, kept = [], [], []
+    direct, through, kept, rendered = [], [], [], []
     with Gateway(PolicyBackend(policy, max_tokens=max_tokens)) as gw, httpx.Client(timeout=60) as client:
         policy.generate = timed_generate  # type: ignore[method-assign]
         run = gw.open_run()
@@ -189,16 +203,21 @@ def hf_overhead(calls: int, max_tokens: int) -> dict[str, Any]:
                 if i:
                     direct.append((time.perf_counter() - t) * 1000)
             for i in range(block + 1):
+                rendering.clear()
                 t = time.perf_counter()
                 assert client.post(f"{run.base_url}/chat/completions", json=body).status_code == 200
                 if i:
                     through.append((time.perf_counter() - t) * 1000)
                     kept.append(inside[-1])
+                    rendered.append(sum(rendering))
     added = [g - m for g, m in zip(through, kept, strict=True)]  # all but the model: HTTP, render, JSON
+    beyond = [a - r for a, r in zip(added, rendered, strict=True)]  # all but what the direct path does too
     p50d, p50g = statistics.median(direct), statistics.median(through)
     return {
         "hf_direct_p50_ms": p50d, "hf_gateway_p50_ms": p50g, "hf_added_p50_ms": statistics.median(added),
         "hf_overhead_share": statistics.median(a / g for a, g in zip(added, through, strict=True)),
+        "hf_render_p50_ms": statistics.median(rendered),
+        "hf_beyond_direct_share": statistics.median(b / g for b, g in zip(beyond, through, strict=True)),
     }  # fmt: skip
 
 
@@ -280,6 +299,8 @@ def main() -> None:
     print(f"  gateway over HTTP           p50 {hf['hf_gateway_p50_ms']:.1f} ms")
     print(f"  gateway's own time per call (client time - generate time inside it): p50 {hf['hf_added_p50_ms']:.1f} ms")
     print(f"  gateway share of a call: {100 * hf['hf_overhead_share']:.1f}% (target < 5%)")
+    print(f"  of which rendering + tokenizing (the direct path does it too): p50 {hf['hf_render_p50_ms']:.2f} ms")
+    print(f"  share of a call without it (HTTP, JSON, hand-offs, capture): {100 * hf['hf_beyond_direct_share']:.1f}%")
     print(json.dumps({**seq, **conc, **inproc, **hf}))
 
 

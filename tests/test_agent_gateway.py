@@ -136,6 +136,17 @@ def test_unknown_and_finished_runs(gateway: Gateway) -> None:
     assert httpx.post(f"{run.base_url}/chat/completions", json={"messages": QUESTION}).status_code == 404
 
 
+def test_health_unknown_paths_methods_and_a_chunked_body(gateway: Gateway) -> None:
+    assert httpx.get(f"{gateway.url}/health").json()["status"] == "ok"
+    assert httpx.get(f"{gateway.url}/nowhere").status_code == 404
+    run = gateway.open_run()
+    assert httpx.get(f"{run.base_url}/chat/completions").status_code == 405
+    assert httpx.post(f"{run.base_url}/embeddings", json={}).status_code == 404
+    body = json.dumps({"messages": QUESTION}).encode()
+    reply = httpx.post(f"{run.base_url}/chat/completions", content=iter([body[:9], body[9:]]))  # chunked
+    assert reply.status_code == 200 and run.calls[0].request["messages"] == QUESTION
+
+
 def test_many_concurrent_runs_lose_nothing(gateway: Gateway) -> None:
     runs = [gateway.open_run() for _ in range(48)]
     rows = [CALCULATOR_ROWS[i % len(CALCULATOR_ROWS)] for i in range(len(runs))]

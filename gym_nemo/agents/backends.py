@@ -135,7 +135,9 @@ class PolicyBackend:
                 )
                 if job.request.logprobs:
                     completion.tokens = [self._decode([t]) for t in gen.token_ids]
-                job.state.setdefault("contexts", []).append((text + completion_text, ids + gen.token_ids))
+                contexts, context = job.state.setdefault("contexts", {}), text + completion_text
+                if context not in contexts:  # text -> ids; a repeated text keeps its first ids
+                    contexts[context] = ids + gen.token_ids
                 _resolve(job, completion)
 
     def _sampling(self, request: ChatRequest) -> SamplingParams:
@@ -168,13 +170,11 @@ class PolicyBackend:
                 tokenize=False,
                 **self.template_kwargs,
             )
-        best: tuple[str, list[int]] | None = None
-        for context_text, context_ids in state.get("contexts", ()):
-            if text.startswith(context_text) and (best is None or len(context_text) > len(best[0])):
-                best = (context_text, context_ids)
+        contexts: dict[str, list[int]] = state.get("contexts", {})
+        best = max((c for c in contexts if text.startswith(c)), key=len, default=None)
         if best is None:
             return self._encode(text), text
-        return best[1] + self._encode(text[len(best[0]) :]), text
+        return contexts[best] + self._encode(text[len(best) :]), text
 
 
 def _resolve(job: _Job, completion: Completion | None = None, *, exc: BaseException | None = None) -> None:
