@@ -1,7 +1,7 @@
 """Lock-step vs async token collectors on nemo/CodeExec-v0, each pair measured in the same run.
 
     python bench/bench_collectors.py [--envs 1,8,64] [--episodes-per-env 4] [--max-tokens 64]
-        [--policies instant,hf,vllm] [--model-size tiny|0.5b]
+        [--policies instant,hf,vllm] [--model-size tiny|0.5b] [--against OLD_TREE [--rounds 4]]
 
 For every policy (an instant scripted policy: the envs and TokenEnv alone; the tiny random-init model on
 transformers, ``HFPolicy``; the same model on vLLM's engine, ``VLLMPolicy``, when vllm can be imported)
@@ -18,6 +18,12 @@ torch runs single-threaded here (``OMP_NUM_THREADS=1`` unless set): on this 2-co
 2-thread OpenMP ``generate`` called from the main thread (where lock-step calls it) took ~11 s for 64 tokens
 against ~0.2 s from a worker thread (where the async collector calls it), which would measure the machine's
 thread scheduling instead of the collectors.
+
+``--against OLD_TREE`` compares this tree with another checkout of gym_nemo (e.g. a ``git worktree`` of an older
+commit) in one run: this script runs ``--rounds`` times on each tree (``PYTHONPATH``), the trees alternating and
+taking turns to go first, and prints each collector's median episodes/s on both, the new/old ratio of the medians,
+the rounds' spread, and the collector process's CPU time per episode (steadier than wall time on a loaded machine;
+for lock-step it leaves out the env workers, for async it includes the envs, which run in its threads).
 """
 
 from __future__ import annotations
@@ -28,9 +34,13 @@ import functools
 import json
 import os
 import platform
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -65,14 +75,14 @@ def lockstep(policy: TokenPolicy, tokenizer: Any, n: int, episodes: int, samplin
     envs = gym_nemo.make_vec(ENV, n, "async", wrappers=wrappers, **ENV_KWARGS)
     try:
         collect_token_rollouts(envs, policy, n, env_id=ENV, group_size=min(2, n), sampling=sampling, progress=False)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         _, m = collect_token_rollouts(
             envs, policy, episodes, env_id=ENV, group_size=min(2, n), sampling=sampling, progress=False
         )
-        wall = time.perf_counter() - start
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     finally:
         envs.close()
-    return {"episodes_per_s": episodes / wall, "tokens_per_s": m.policy_tokens / wall, "env_share": m.env_time_share}
+    return figures(episodes, wall, cpu, m)
 
 
 def asynchronous(
@@ -81,19 +91,29 @@ def asynchronous(
     def make() -> gym.Env:
         return TokenEnv(gym.make(ENV, **ENV_KWARGS), copy.deepcopy(tokenizer))
 
-    def run(count: int, env_fn: Callable[[], gym.Env]) -> tuple[float, Any]:
-        start = time.perf_counter()
+    def run(count: int, env_fn: Callable[[], gym.Env]) -> dict[str, float]:
+        start, cpu = time.perf_counter(), time.process_time()
         _, m = collect_token_rollouts_async(
             env_fn, policy, count, env_id=ENV, group_size=min(2, n), sampling=sampling, max_in_flight=n, progress=False
         )
-        return time.perf_counter() - start, m
+        return figures(count, time.perf_counter() - start, time.process_time() - cpu, m)
 
     run(n, make)  # warm-up: first generate, sandbox start
     ready = [make() for _ in range(n)]  # built before the clock, as the lock-step vector env's are
     for env in ready:
         env.reset(seed=0)
-    wall, m = run(episodes, lambda: ready.pop() if ready else make())
-    return {"episodes_per_s": episodes / wall, "tokens_per_s": m.policy_tokens / wall, "env_share": m.env_time_share}
+    return run(episodes, lambda: ready.pop() if ready else make())
+
+
+def figures(episodes: int, wall: float, cpu: float, m: Any) -> dict[str, float]:
+    """A timed run's figures: episodes/s, policy tokens/s, the env's share of the time, this process's CPU ms
+    per episode."""
+    return {
+        "episodes_per_s": episodes / wall,
+        "tokens_per_s": m.policy_tokens / wall,
+        "env_share": m.env_time_share,
+        "cpu_ms_per_episode": 1000 * cpu / episodes,
+    }
 
 
 def load() -> str:
@@ -108,7 +128,17 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--policies", default="instant,hf,vllm")
     parser.add_argument("--model-size", default="tiny", choices=("tiny", "0.5b"))
+    parser.add_argument("--against", type=Path, help="another gym_nemo checkout to compare with (see the doc)")
+    parser.add_argument("--rounds", type=int, default=4, help="with --against: runs on each tree")
     args = parser.parse_args()
+    if args.against is not None:
+        forwarded = [
+            *("--envs", args.envs, "--episodes-per-env", str(args.episodes_per_env)),
+            *("--min-episodes", str(args.min_episodes), "--max-tokens", str(args.max_tokens)),
+            *("--policies", args.policies, "--model-size", args.model_size),
+        ]
+        compare(forwarded, args.against.resolve(), args.rounds)
+        return
     sampling = SamplingParams(max_tokens=args.max_tokens, seed=0)
     results: dict[str, Any] = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "load_before": load()}
     results["model_size"] = args.model_size
@@ -149,6 +179,41 @@ def main() -> None:
                 policy.close()
     results["load_after"] = load()
     print(json.dumps(results))
+
+
+def compare(args: list[str], old: Path, rounds: int) -> None:
+    """Run this script on this tree and on ``old`` in alternating rounds; print medians and new/old ratios."""
+    new = Path(__file__).resolve().parents[1]
+    runs: dict[Path, list[dict[str, Any]]] = {new: [], old: []}
+    print(f"new: {new}\nold: {old}\n{rounds} rounds, alternating; load average before: {load()}")
+    for i in range(rounds):
+        for tree in (new, old) if i % 2 == 0 else (old, new):
+            env = dict(os.environ, PYTHONPATH=str(tree))
+            out = subprocess.run([sys.executable, __file__, *args], env=env, capture_output=True, text=True)
+            if out.returncode:
+                sys.exit(f"the run on {tree} failed:\n{out.stderr}")
+            runs[tree].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            label = "new" if tree == new else "old"
+            rows = {k: v for k, v in runs[tree][-1].items() if isinstance(v, dict)}
+            figures_ = ", ".join(
+                f"{k} lock-step {v['lockstep']['episodes_per_s']:.1f} async {v['async']['episodes_per_s']:.1f}"
+                for k, v in rows.items()
+            )
+            print(f"round {i + 1} {label}: {figures_} ep/s (load {load()})", flush=True)
+    summary: dict[str, Any] = {"rounds": rounds, "load_after": load()}
+    for key in (k for k, v in runs[new][0].items() if isinstance(v, dict)):
+        for collector in ("lockstep", "async"):
+            for figure, unit in (("episodes_per_s", "ep/s"), ("cpu_ms_per_episode", "CPU ms/ep")):
+                new_values = [r[key][collector][figure] for r in runs[new]]
+                old_values = [r[key][collector][figure] for r in runs[old]]
+                ratio = statistics.median(new_values) / statistics.median(old_values)
+                summary[f"{key} {collector} {figure}"] = {"new": new_values, "old": old_values, "ratio": ratio}
+                print(
+                    f"{key} {collector:<8} {unit:<10} median new {statistics.median(new_values):8.2f} "
+                    f"[{min(new_values):.2f}-{max(new_values):.2f}]  old {statistics.median(old_values):8.2f} "
+                    f"[{min(old_values):.2f}-{max(old_values):.2f}]  new/old x{ratio:.3f}"
+                )
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":

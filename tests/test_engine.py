@@ -135,7 +135,7 @@ def test_vector_driver_records_env_endings_before_engine_cuts(policy) -> None:
     def answer(text: str) -> Generation:
         return Generation.from_server([*tok.encode(text), tok.eos_token_id], None, [tok.eos_token_id])
 
-    letter = driver.infos[1]["task_id"][-1]
+    letter = driver.info(1)["task_id"][-1]
     ended = driver.answer({0: answer("?"), 1: answer(letter * 6)})
     assert [slot for slot, _ in ended] == [1, 0]  # slot 1 ended by the env, then slot 0 cut by its context limit
     done, cut = dict(ended)[1], dict(ended)[0]

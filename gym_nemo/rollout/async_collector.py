@@ -189,9 +189,10 @@ class _Run:
 
     # ------------------------------------------------------------------ the policy side
     def request(self, context: list[int]) -> Generation:
-        """Queue a generate request and wait for its batch to come back."""
+        """Queue a generate request and wait for its batch to come back. ``context`` is handed over, not copied
+        (``EpisodeTrace.context`` builds a new list each time)."""
         future: Future[Generation] = Future()
-        self.requests.put((list(context), future))
+        self.requests.put((context, future))
         while True:
             if self.stop.is_set() and not future.done():
                 raise _Stopped

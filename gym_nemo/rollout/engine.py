@@ -121,6 +121,11 @@ class EpisodeTrace:
         return (self.prompt_ids or []) + self.completion_ids
 
     @property
+    def context_length(self) -> int:
+        """``len(self.context)``, without building it."""
+        return len(self.prompt_ids or ()) + len(self.completion_ids)
+
+    @property
     def turns(self) -> int:
         return len(self.step_rewards)
 
@@ -132,7 +137,7 @@ class EpisodeTrace:
         """The reset's observation and info (an id array makes the episode token-level)."""
         self.observation, self.info = observation, info
         if isinstance(observation, np.ndarray):
-            self.prompt_ids = [int(t) for t in observation]
+            self.prompt_ids = _ids(observation)
 
     def add_generation(self, gen: Generation) -> None:
         """The policy's ids (mask 1) with their logprobs and the turn's finish reason."""
@@ -147,7 +152,7 @@ class EpisodeTrace:
         """A step's result; at token level the observation is the ids the env added (mask 0, logprob 0.0)."""
         self.observation, self.info = observation, info
         if self.token_level:
-            delta = [int(t) for t in observation]
+            delta = _ids(observation)
             self.completion_ids += delta
             self.completion_mask += [0] * len(delta)
             self.completion_logprobs += [0.0] * len(delta)
@@ -163,6 +168,7 @@ class EpisodeTrace:
             task_row, versions = task_row or described_row, versions or described_versions
         infra_error = infra_error or info.get("infra_error")
         terminated = terminated and infra_error is None
+        tokens = self.token_level
         return EpisodeRecord(
             env_id=self.env_id,
             task_id=str(info.get("task_id", self.task_id or "")),
@@ -181,13 +187,18 @@ class EpisodeTrace:
             seed=self.seed,
             versions=dict(versions or {}),
             prompt_ids=self.prompt_ids,
-            completion_ids=self.completion_ids if self.token_level else None,
-            completion_mask=self.completion_mask if self.token_level else None,
-            completion_logprobs=self.completion_logprobs if self.token_level else None,
-            finish_reasons=self.finish_reasons if self.token_level else None,
+            completion_ids=self.completion_ids if tokens else None,
+            completion_mask=self.completion_mask if tokens else None,
+            completion_logprobs=self.completion_logprobs if tokens else None,
+            finish_reasons=self.finish_reasons if tokens else None,
             policy_versions=self.policy_versions or None,
             group=self.group,
         )
+
+
+def _ids(observation: Any) -> list[int]:
+    """Token ids as Python ints (``[int(t) for t in observation]``, at C speed)."""
+    return np.asarray(observation).astype(np.int64, copy=False).tolist()
 
 
 @dataclass
@@ -238,7 +249,7 @@ def episode(
             return trace.record(terminated=False, infra_error=failure("env reset", answer.error))
         trace.start(*answer)
     while True:
-        if context_limit is not None and len(trace.context) > context_limit:
+        if context_limit is not None and trace.context_length > context_limit:
             trace.cut = "context_limit"
             return trace.record(terminated=False)
         if max_response_tokens is not None and len(trace.completion_ids) >= max_response_tokens:
@@ -440,17 +451,24 @@ class VectorDriver:
         self.idle_action = idle_action
         self.episodes: dict[int, tuple[Episode, EpisodeTrace]] = {}
         self.observations: Any = None
-        self.infos: list[dict[str, Any]] = []
+        self._batched_info: dict[str, Any] = {}
+        self._infos: dict[int, dict[str, Any]] = {}  # unbatched on demand: idle slots' infos are never read
+
+    def info(self, slot: int) -> dict[str, Any]:
+        """The info of ``slot``'s last reset or step."""
+        if slot not in self._infos:
+            self._infos[slot] = unbatch_info(self._batched_info, slot)
+        return self._infos[slot]
 
     def new_wave(self, seed: int | list[int] | None) -> None:
         """Reset every sub-env (slots keep no episode until :meth:`start`)."""
-        self.observations, batched = self.envs.reset(seed=seed)
-        self.infos = [unbatch_info(batched, i) for i in range(self.envs.num_envs)]
+        self.observations, self._batched_info = self.envs.reset(seed=seed)
+        self._infos.clear()
         self.episodes.clear()
 
     def start(self, slot: int, trace: EpisodeTrace, **episode_kwargs: Any) -> EpisodeRecord | None:
         """Start an episode in ``slot`` from its current observation; a record if it ends before acting."""
-        trace.start(self.observations[slot], self.infos[slot])
+        trace.start(self.observations[slot], self.info(slot))
         trace.describe = trace.describe or (lambda: self._describe(slot))
         steps = episode(trace, reset=False, **episode_kwargs)
         try:
@@ -479,13 +497,13 @@ class VectorDriver:
             actions[slot] = request.action
         if isinstance(self.idle_action, np.ndarray):  # token ids: one int64 array per slot
             actions = tuple(np.asarray(a, dtype=self.idle_action.dtype) for a in actions)
-        self.observations, rewards, terminated, truncated, batched = self.envs.step(actions)
-        self.infos = [unbatch_info(batched, i) for i in range(self.envs.num_envs)]
+        self.observations, rewards, terminated, truncated, self._batched_info = self.envs.step(actions)
+        self._infos.clear()
         ended: list[tuple[int, EpisodeRecord]] = []
         cut: list[tuple[int, EpisodeRecord]] = []  # ended by the engine before acting (context limit): after
         for slot in sorted(answers):
             steps, trace = self.episodes[slot]
-            info, done = self.infos[slot], bool(terminated[slot] or truncated[slot])
+            info, done = self.info(slot), bool(terminated[slot] or truncated[slot])
             result = (
                 info["final_obs"] if done else self.observations[slot],
                 float(rewards[slot]),

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from gym_nemo.tracking.metrics import _get, rollout_metrics
+from gym_nemo.tracking.metrics import _fields, rollout_metrics
 
 
 def batch_metrics(
@@ -50,31 +50,31 @@ def batch_metrics(
 
     An empty batch gives ``{prefix + "episodes": 0.0}`` and the timings passed: nothing else is defined.
     """
-    records = list(records)
-    out: dict[str, float] = {"episodes": float(len(records))}
+    rows = [_fields(r) for r in records]
+    out: dict[str, float] = {"episodes": float(len(rows))}
     for name, value in (("wall_s", wall_s), ("env_s", env_s), ("policy_s", policy_s)):
         if value is not None:
             out[name] = float(value)
     if wall_s and env_s is not None:
         out["env_time_share"] = float(env_s) / float(wall_s)
-    if records:
-        out.update(_episode_metrics(records))
-        out.update(_staleness(records, current_version))
+    if rows:
+        out.update(_episode_metrics(rows))
+        out.update(_staleness(rows, current_version))
     return {prefix + k: v for k, v in out.items()}
 
 
-def _episode_metrics(records: list[Any]) -> dict[str, float]:
+def _episode_metrics(records: list[dict[str, Any]]) -> dict[str, float]:
     """The shared figures come from :func:`~gym_nemo.tracking.metrics.rollout_metrics` (the one definition);
     what only a logger wants (spread, per-episode means) is added here."""
     m = rollout_metrics(records)
     n = len(records)
-    scored = [float(_get(r, "reward", 0.0)) for r in records if not _get(r, "infra_error")]
+    scored = [float(r.get("reward", 0.0)) for r in records if not r.get("infra_error")]
     out = {
         "scored_episodes": float(len(scored)),
         "infra_error_rate": m.infra_error_rate,
         "truncation_rate": m.truncation_rate,
         "turns_mean": m.mean_turns,
-        "episode_s_mean": float(np.mean([float(_get(r, "duration_s", 0.0) or 0.0) for r in records])),
+        "episode_s_mean": float(np.mean([float(r.get("duration_s", 0.0) or 0.0) for r in records])),
         "groups": float(m.groups),
         "tool_error_rate": m.tool_error_rate,
     }
@@ -85,16 +85,16 @@ def _episode_metrics(records: list[Any]) -> dict[str, float]:
             pass_rate=m.pass_rate,
             mixed_group_rate=m.mixed_group_rate,
         )
-    if all(_get(r, "completion_mask") is not None for r in records):  # token-level records
+    if all(r.get("completion_mask") is not None for r in records):  # token-level records
         out["policy_tokens_mean"] = m.policy_tokens / n
         out["env_tokens_mean"] = m.env_tokens / n
-        if any(_get(r, "finish_reasons") for r in records):
+        if any(r.get("finish_reasons") for r in records):
             out["cut_generation_rate"] = m.generation_truncation_rate
     return out
 
 
-def _staleness(records: list[Any], current_version: int | None) -> dict[str, float]:
-    versions = [[int(v) for v in (_get(r, "policy_versions") or []) if v is not None] for r in records]
+def _staleness(records: list[dict[str, Any]], current_version: int | None) -> dict[str, float]:
+    versions = [[int(v) for v in (r.get("policy_versions") or []) if v is not None] for r in records]
     versions = [v for v in versions if v]
     if not versions:
         return {}

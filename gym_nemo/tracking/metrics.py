@@ -11,12 +11,11 @@ from typing import Any
 import numpy as np
 
 
-def _get(record: Any, name: str, default: Any = None) -> Any:
-    """A field of an ``EpisodeRecord`` or of a JSONL row (a dict: ``isinstance`` against ``dict``, not the
-    ``Mapping`` ABC, whose check costs ~1 us a call, read for every field of every record)."""
-    if isinstance(record, dict):
-        return record.get(name, default)
-    return getattr(record, name, default)
+def _fields(record: Any) -> dict[str, Any]:
+    """A record's fields by name: a JSONL row as it is, an ``EpisodeRecord``'s attribute dict (not a copy). Once a
+    record, so each field read is a ``dict.get`` (``isinstance`` against ``dict``, not the ``Mapping`` ABC, whose
+    check costs ~1 us)."""
+    return record if isinstance(record, dict) else vars(record)
 
 
 @dataclass
@@ -98,30 +97,31 @@ def rollout_metrics(
     n = len(records)
     if n == 0:
         return RolloutMetrics(duration_s=duration_s, policy_s=policy_s, env_s=env_s)
-    scored = [r for r in records if _get(r, "infra_error") is None]
+    rows = [_fields(r) for r in records]
+    scored = [r for r in rows if r.get("infra_error") is None]
     groups: dict[Any, list[float]] = {}
     for r in scored:
-        group = _get(r, "group")
-        key = ("group", group) if group is not None else ("task", str(_get(r, "task_id")))
-        groups.setdefault(key, []).append(float(_get(r, "reward", 0.0)))
-    finishes = [f for r in records for f in (_get(r, "finish_reasons") or [])]
-    tools = [m for r in records for m in (_get(r, "messages") or []) if m.get("role") == "tool"]
-    masks = [m for r in records for m in (_get(r, "completion_mask") or [])]
+        group = r.get("group")
+        key = ("group", group) if group is not None else ("task", str(r.get("task_id")))
+        groups.setdefault(key, []).append(float(r.get("reward", 0.0)))
+    finishes = [f for r in rows for f in (r.get("finish_reasons") or [])]
+    tools = [m for r in rows for m in (r.get("messages") or []) if m.get("role") == "tool"]
+    masks = [m for r in rows for m in (r.get("completion_mask") or [])]
     return RolloutMetrics(
         episodes=n,
         groups=len(groups),
-        mean_reward=float(np.mean([float(_get(r, "reward", 0.0)) for r in scored])) if scored else 0.0,
-        pass_rate=float(np.mean([bool((_get(r, "verdict") or {}).get("passed")) for r in scored])) if scored else 0.0,
+        mean_reward=float(np.mean([float(r.get("reward", 0.0)) for r in scored])) if scored else 0.0,
+        pass_rate=float(np.mean([bool((r.get("verdict") or {}).get("passed")) for r in scored])) if scored else 0.0,
         mixed_group_rate=float(np.mean([len(set(g)) > 1 for g in groups.values()])) if groups else 0.0,
-        mean_turns=float(np.mean([int(_get(r, "num_turns", 0) or 0) for r in records])),
-        truncation_rate=sum(bool(_get(r, "truncated")) for r in records) / n,
+        mean_turns=float(np.mean([int(r.get("num_turns", 0) or 0) for r in rows])),
+        truncation_rate=sum(bool(r.get("truncated")) for r in rows) / n,
         generation_truncation_rate=finishes.count("length") / len(finishes) if finishes else 0.0,
         infra_error_rate=(n - len(scored)) / n,
         tool_error_rate=sum(m.get("name") == "error" for m in tools) / len(tools) if tools else 0.0,
         policy_tokens=sum(masks),
-        env_tokens=sum(len(_get(r, "prompt_ids") or []) for r in records) + len(masks) - sum(masks),
+        env_tokens=sum(len(r.get("prompt_ids") or []) for r in rows) + len(masks) - sum(masks),
         duration_s=duration_s,
         policy_s=policy_s,
         env_s=env_s,
-        token_level=any(_get(r, "completion_ids") is not None for r in records),
+        token_level=any(r.get("completion_ids") is not None for r in rows),
     )

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 
 
@@ -70,8 +71,10 @@ def unbatch_info(info: Mapping[str, Any], index: int) -> dict[str, Any]:
     for key, value in info.items():
         if key.startswith("_"):
             continue
-        mask = info.get(f"_{key}")
+        mask = info.get("_" + key)
         if mask is not None and not mask[index]:
             continue
-        out[key] = unbatch_info(value, index) if isinstance(value, Mapping) else value[index]
+        # arrays first: most values are, and the Mapping check (an ABC) costs more than the array check
+        nested = not isinstance(value, np.ndarray) and isinstance(value, Mapping)
+        out[key] = unbatch_info(value, index) if nested else value[index]
     return out
