@@ -159,11 +159,14 @@ def _rollout_tokens(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> int
 def _cmd_agent_rollout(args: argparse.Namespace) -> int:
     """Agent runs as a rollout source: each task row through the workflow, its LLM calls captured by a gateway."""
     from gym_nemo.agents import Gateway, PolicyBackend, UpstreamBackend, resolve_workflow
-    from gym_nemo.agents.rollout import collect_agent_rollouts, read_task_rows
+    from gym_nemo.agents.rollout import collect_agent_rollouts
+    from gym_nemo.core.task import read_jsonl
     from gym_nemo.policies import make_policy
 
     try:
-        rows = read_task_rows(args.tasks)
+        rows = read_jsonl(args.tasks)
+        if not rows:
+            raise ValueError(f"{args.tasks}: no task rows")
         workflow = resolve_workflow(args.endpoint or args.workflow, timeout_s=args.timeout_s)
     except (OSError, ValueError, TypeError, ImportError) as exc:
         print(f"agent-rollout: {exc}", file=sys.stderr)

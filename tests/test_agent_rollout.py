@@ -77,6 +77,6 @@ def test_bad_task_files_are_clear_errors(tiny_model_dir, tmp_path, capsys) -> No
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"task_id": "x"}\nnot json\n')
     assert rollout(bad, tmp_path / "o.jsonl", tiny_model_dir, "--workflow", WORKFLOW) == 2
-    assert "bad.jsonl:2: not JSON" in capsys.readouterr().err
+    assert "bad.jsonl:2: not valid JSON" in capsys.readouterr().err
     assert rollout(tmp_path / "none.jsonl", tmp_path / "o.jsonl", tiny_model_dir, "--workflow", WORKFLOW) == 2
     assert rollout(bad, tmp_path / "o.jsonl", tiny_model_dir, "--workflow", "no_such_module:f") == 2

@@ -26,24 +26,6 @@ from gym_nemo.rollout.metrics import RolloutMetrics, rollout_metrics
 from gym_nemo.rollout.records import EpisodeRecord, whole_lines
 
 
-def read_task_rows(path: str | Path) -> list[dict[str, Any]]:
-    """The rows of a JSONL task file; a line that is not a JSON object is a ``ValueError`` naming it."""
-    rows = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{number}: not JSON: {exc}") from None
-        if not isinstance(row, dict):
-            raise ValueError(f"{path}:{number}: a task row must be a JSON object, got {type(row).__name__}")
-        rows.append(row)
-    if not rows:
-        raise ValueError(f"{path}: no task rows")
-    return rows
-
-
 def _done_per_group(out: Path) -> dict[int, int]:
     counts: dict[int, int] = {}
     for line in whole_lines(out):
