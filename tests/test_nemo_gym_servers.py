@@ -172,8 +172,32 @@ def test_judge_servers_replay_with_the_judgments_nemo_gym_recorded(server: str) 
 def test_a_judge_server_without_a_judge_says_how_to_give_it_one() -> None:
     with pytest.raises(ValueError, match=r"simpleqa.*LLM judge.*judge=\{'base_url'"):
         gym.make("nemo-gym/simpleqa-v0")
+    with pytest.raises(ValueError, match=r"verifif.*LLM judge"):
+        gym.make("nemo-gym/verifif-v0")
     with pytest.raises(TypeError, match="judge must be"):
         gym.make("nemo/NeMoGym-v0", server="simpleqa", judge=42)
+
+
+@needs_runtime
+def test_a_server_that_asks_its_judge_as_an_openai_api_gets_the_judge_server() -> None:
+    """verifif asks its judge through an OpenAI base URL (``judge_base_url``), not a model server name: with
+    ``judge=`` that URL is the judge server's, so its LLM-judged instructions are judged (without it, verifif
+    pays a silent 0: "Judge unavailable.")."""
+    from gym_nemo.core.task import read_jsonl
+    from gym_nemo.testing.nemo_gym_coverage import replay, rollout_rows, server_dir
+
+    asked: list[list[dict[str, str]]] = []
+
+    def judge(messages: list[dict[str, str]]) -> str:
+        asked.append(messages)
+        return "YES"
+
+    env = gym.make("nemo-gym/verifif-v0", judge=judge)
+    examples = read_jsonl(server_dir("verifif") / "data" / "example.jsonl")
+    result = replay(env, rollout_rows("verifif")[0], examples)
+    env.close()
+    assert asked and "LLM-Judge" in asked[0][0]["content"]
+    assert result["reward"] == result["expected"] == 1.0 and not result["infra_error"]
 
 
 @needs_runtime

@@ -14,8 +14,9 @@ gym_nemo's agent gateway in front of an HF policy, a hosted API) or any callable
 :class:`~gym_nemo.testing.nemo_gym_coverage.RecordedJudge`, which answers with the judge texts NeMo Gym stored
 in a rollout (how the coverage test replays judge servers on a machine that cannot run their 100B+ judges).
 
-A judge that fails answers HTTP 502; the NeMo Gym server then fails its ``/verify`` (an infrastructure error
-for the env, never a reward) or, where its code catches judge failures, scores as NeMo Gym does.
+A judge that fails answers HTTP 500 (NeMo Gym's OpenAI client retries a 500 twice, and a 502 forever: a
+rate limit to it); the NeMo Gym server then fails its ``/verify`` (an infrastructure error for the env, never
+a reward) or, where its code catches judge failures, scores as NeMo Gym does.
 
 >>> server = JudgeServer(lambda messages: "[[A=B]]")
 >>> import httpx
@@ -91,7 +92,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             text = self.server.judge(messages)
         except Exception as exc:  # the judge's failure is the caller's infrastructure error, not a verdict
-            return self._send(502, {"error": {"message": f"judge failed: {type(exc).__name__}: {exc}"}})
+            return self._send(500, {"error": {"message": f"judge failed: {type(exc).__name__}: {exc}"}})
         self.server.calls += 1
         model = str(body.get("model") or "gym_nemo-judge")
         reply = _response(text, model) if route == "/v1/responses" else _chat_completion(text, model)

@@ -101,13 +101,11 @@ def build_app(name: str, overrides: dict, port: int, model_url: str | None = Non
     cls = _server_class(module, SimpleResourcesServer)
     config_cls = cls.model_fields["config"].annotation
     fields = {**_server_fields(server_dir, name), **overrides}
+    if model_url and "judge_base_url" in config_cls.model_fields:  # servers that ask their judge as an OpenAI API
+        fields.update(judge_base_url=model_url.rstrip("/") + "/v1", judge_api_key="EMPTY")
     config = config_cls.model_validate(
         {**fields, "host": "127.0.0.1", "port": port, "entrypoint": "app.py", "name": name}
     )
-    if model_url and "judge_base_url" in config_cls.model_fields:  # servers that ask their judge as an OpenAI API
-        fields["judge_base_url"] = model_url.rstrip("/") + "/v1"
-        if "judge_api_key" in config_cls.model_fields and not isinstance(fields.get("judge_api_key"), str):
-            fields["judge_api_key"] = "EMPTY"
     models = {}
     if model_url:
         host, _, model_port = model_url.removeprefix("http://").rstrip("/").partition(":")
