@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,7 @@ def judge_server(judge: JudgeConfig | Mapping[str, Any] | Callable[[list[dict[st
             "judge must be {'base_url': ..., 'model': ...} (an OpenAI-compatible endpoint), a JudgeConfig or a "
             f"callable (messages) -> str, got {type(judge).__name__}"
         )
+    key = (os.getpid(), key)  # a forked worker serves its own judge (the parent's thread is not in it)
     if key not in _JUDGE_SERVERS:
         _JUDGE_SERVERS[key] = JudgeServer(answer)
     return _JUDGE_SERVERS[key]
