@@ -148,21 +148,25 @@ def _prepare_to_fork() -> list[str]:
     return [p for p in sys.path if p and os.path.isdir(p) and os.path.abspath(p) != own]
 
 
-def fill_pools(dense_run: int = 8) -> list[object]:
+def fill_pools(dense_run: int = 8, bytes_per_class: int = 64 << 10) -> list[object]:
     """Objects that fill the free blocks left in the allocator's partly used pools (pymalloc's 16-byte size
     classes up to 512 bytes), class by class, until new ones come from consecutive addresses: a stretch of a
     pool nothing has used yet. A call process's own allocations then land there, on a few pages, instead of
     in the holes that ``gc.collect()`` and startup left all over the heap, where each page they write to is a
     fault and a copy (~24 faults of ~300 per call). What ends up in the free blocks (~1,800 objects, ~260 KB)
-    is zero bytes, ints and bare objects."""
+    is zero bytes, ints and bare objects. At most ``bytes_per_class`` a class (a debug allocator pads blocks,
+    so addresses are never consecutive); nothing without pymalloc (no allocated blocks to count)."""
     fillers: list[object] = []
+    if not sys.getallocatedblocks():
+        return fillers
     for size in range(16, 513, 16):
-        run, last, i = 0, 0, 0
-        while run < dense_run:
-            i += 1
+        run, last = 0, 0
+        for i in range(bytes_per_class // size):
             obj = object() if size == 16 else (1 << 20) + i if size == 32 else bytes(size - 33)  # 28 B int
             fillers.append(obj)
             run = run + 1 if id(obj) == last + size else 0
+            if run == dense_run:
+                break
             last = id(obj)
     return fillers
 
