@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from gym_nemo.sandbox import Sandbox, local
-from gym_nemo.sandbox.forkserver import abi, callsetup
+from gym_nemo.sandbox.forkserver import abi, callsetup, zygote
 
 
 def test_abi_reads_the_header() -> None:
@@ -36,6 +36,14 @@ def test_a_build_from_another_header_is_refused(tmp_path, monkeypatch: pytest.Mo
     other, why = callsetup.build_call_setup(str(tmp_path), str(tmp_path))
     assert other and other != library
     assert "struct gn_plan" in callsetup.check_build(other)
+
+
+def test_fill_pools_ends_each_size_class_in_an_unused_stretch() -> None:
+    """The zygote's fillers end, for each size class, on consecutive addresses (where calls then allocate)."""
+    fillers = zygote.fill_pools(dense_run=4)
+    last = fillers[-5:]  # the 512-byte class's, the last one filled
+    assert all(isinstance(b, bytes) and len(b) == 512 - 33 for b in last)
+    assert [id(b) - id(last[0]) for b in last] == [0, 512, 1024, 1536, 2048]
 
 
 def test_the_digest_covers_every_source_of_the_package(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
