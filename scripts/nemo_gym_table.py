@@ -178,9 +178,7 @@ def classify(name: str) -> dict[str, Any]:
         if stale and not unfaithful:
             note = f"the server itself scores stored rollout(s) {stale} differently from their stored reward"
         elif row["kind"] == "gymnasium":
-            note = (
-                "episodes are random (the server draws from an unseeded generator: blackjack's deal, tetris's pieces)"  # noqa: E501
-            )
+            note = "episodes are random (unseeded draws in the server: blackjack's deal, tetris's pieces)"
         else:
             agents = " ".join(p.read_text() for p in (runtime.server_dir(name) / "configs").glob("*.yaml"))
             simulated = "tool_simulation_agent" in agents
