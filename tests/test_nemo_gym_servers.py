@@ -19,10 +19,18 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import gym_nemo
+from gym_nemo.core.task import read_jsonl
 from gym_nemo.nemo_gym import runtime
 from gym_nemo.nemo_gym.server import ServerStartError, server_pid, start_server
 from gym_nemo.nemo_gym.table import judge_servers, offline_servers, servers
-from gym_nemo.testing.nemo_gym_coverage import RecordedJudge, replay_server, replayed_as_stored
+from gym_nemo.testing.nemo_gym_coverage import (
+    RecordedJudge,
+    replay,
+    replay_server,
+    replayed_as_stored,
+    rollout_rows,
+    server_dir,
+)
 
 
 def _runtime_ready() -> str | None:
@@ -129,15 +137,32 @@ def test_shipped_rollouts_replay_to_their_stored_reward(server: str) -> None:
         # (math_with_judge's (1+sqrt3)^4033 row: math-verify's 5 s limit inside its server), so more may match
         table_matched, table_total = (int(x) for x in entry["replay"].split("/"))
         assert len(results) == table_total and matched >= table_matched, results
-    for r in results:  # a replay that misses the stored reward gets what the server gives the stored response
-        if r["direct"] is not None and r["reward"] != pytest.approx(r["expected"]):
-            assert r["reward"] == pytest.approx(r["direct"]), r
     env = gym.make(f"nemo-gym/{server}-v0")
     try:
+        for n, first in enumerate(results):  # a replay that misses the stored reward gets what the server gives
+            # the stored response; a check inside the server that can time out (math-verify's 5 s limit, on a
+            # loaded machine) gets two more tries, replaying and asking the server's own score afresh each time
+            tries = [first]
+            while _misses_its_direct_score(tries[-1]) and len(tries) < 3:
+                tries.append(replay(env, rollout_rows(server)[n], _examples(server)))
+            assert not _misses_its_direct_score(tries[-1]), tries
         if not random:  # check_env's determinism check needs a reset that takes the seed
             check_env(env.unwrapped, skip_render_check=True)
     finally:
         env.close()
+
+
+def _misses_its_direct_score(result: dict[str, Any]) -> bool:
+    """A verify server's replay that pays neither the stored reward nor what the server says of the stored
+    response itself (the adapter's fault, unless the server's check depends on time)."""
+    if result["direct"] is None or result["reward"] == pytest.approx(result["expected"]):
+        return False
+    return result["reward"] != pytest.approx(result["direct"])
+
+
+def _examples(server: str) -> list[dict[str, Any]]:
+    path = server_dir(server) / "data" / "example.jsonl"
+    return read_jsonl(path) if path.is_file() else []
 
 
 def _any_prompt_judge(messages: list[dict[str, str]]) -> str:
@@ -183,9 +208,6 @@ def test_a_server_that_asks_its_judge_as_an_openai_api_gets_the_judge_server() -
     """verifif asks its judge through an OpenAI base URL (``judge_base_url``), not a model server name: with
     ``judge=`` that URL is the judge server's, so its LLM-judged instructions are judged (without it, verifif
     pays a silent 0: "Judge unavailable.")."""
-    from gym_nemo.core.task import read_jsonl
-    from gym_nemo.testing.nemo_gym_coverage import replay, rollout_rows, server_dir
-
     asked: list[list[dict[str, str]]] = []
 
     def judge(messages: list[dict[str, str]]) -> str:
@@ -193,8 +215,7 @@ def test_a_server_that_asks_its_judge_as_an_openai_api_gets_the_judge_server() -
         return "YES"
 
     env = gym.make("nemo-gym/verifif-v0", judge=judge)
-    examples = read_jsonl(server_dir("verifif") / "data" / "example.jsonl")
-    result = replay(env, rollout_rows("verifif")[0], examples)
+    result = replay(env, rollout_rows("verifif")[0], _examples("verifif"))
     env.close()
     assert asked and "LLM-Judge" in asked[0][0]["content"]
     assert result["reward"] == result["expected"] == 1.0 and not result["infra_error"]
