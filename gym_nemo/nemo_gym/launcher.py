@@ -152,7 +152,10 @@ def serve(argv: list[str]) -> None:
     async def _health():
         return {"server": args.server, "pid": os.getpid()}
 
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_keep_alive=60, access_log=False))
+    config = uvicorn.Config(
+        app, log_level="warning", timeout_keep_alive=60, access_log=False, timeout_graceful_shutdown=5
+    )  # SIGTERM or the idle watch: exit within 5 s even with a request or a background task left
+    server = uvicorn.Server(config)
 
     def _idle_watch() -> None:
         while not server.should_exit:
