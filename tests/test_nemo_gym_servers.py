@@ -10,11 +10,13 @@ import json
 import os
 import re
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+import httpx
 import pytest
 from gymnasium.utils.env_checker import check_env
 
@@ -291,8 +293,6 @@ def test_served_over_http_and_as_a_trl_environment() -> None:
     environment_factory (the row's tools are the environment's methods)."""
     pytest.importorskip("fastapi", reason="gym-nemo serve needs the serve extra")
     pytest.importorskip("trl", reason="the TRL adapter needs the trl extra")
-    import httpx
-
     from gym_nemo.integrations.trl import environment_factory, environment_reward, task_dataset
     from tests.serving import served
 
@@ -416,6 +416,39 @@ def test_server_killed_mid_episode_truncates_and_the_next_episode_restarts_it() 
     _, reward, terminated, truncated, info = env.step("It is cold.")
     assert terminated and reward == 1.0 and "infra_error" not in info
     env.close()
+
+
+@needs_runtime
+def test_a_server_stops_on_sigterm_with_a_request_in_flight() -> None:
+    """SIGTERM (and the idle exit, which takes the same path) ends a server within uvicorn's bounded graceful
+    shutdown even while a request waits (here simpleqa's /verify on a judge that does not answer: unbounded, the
+    process outlived both), and the episode in flight ends as an infrastructure error."""
+    release = threading.Event()
+
+    def stalled_judge(messages: list[dict[str, str]]) -> str:
+        release.wait(60)
+        return "A"
+
+    env = gym.make("nemo-gym/simpleqa-v0", judge=stalled_judge)
+    env.reset(options={"task_index": 0})
+    pid = server_pid("simpleqa", None, env.unwrapped.client.model_url)
+    assert pid is not None
+    outcome: list[Any] = []
+    stepping = threading.Thread(target=lambda: outcome.append(env.step("My answer.")))
+    stepping.start()
+    time.sleep(1.0)  # the /verify request now waits on the judge
+    os.kill(pid, signal.SIGTERM)
+    try:
+        deadline = time.monotonic() + 15.0
+        while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+            time.sleep(0.1)
+        assert not Path(f"/proc/{pid}").exists(), "the server outlived SIGTERM"
+    finally:
+        release.set()
+        stepping.join(30)
+        env.close()
+    _, reward, terminated, truncated, info = outcome[0]
+    assert truncated and not terminated and "infra_error" in info and reward == 0.0
 
 
 @needs_runtime
