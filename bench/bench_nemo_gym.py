@@ -26,23 +26,9 @@ import gym_nemo  # noqa: F401  (registers the ids)
 from gym_nemo.core.task import read_jsonl
 from gym_nemo.nemo_gym.runtime import server_dir
 from gym_nemo.nemo_gym.server import nodelay_transport
-from gym_nemo.testing.nemo_gym_coverage import recorded_actions, rollout_rows, task_row
+from gym_nemo.testing.nemo_gym_coverage import WEATHER_ROW, recorded_actions, rollout_rows, task_row
 
 CALL = '<tool_call>{"name": "get_weather", "arguments": {"city": "SF"}}</tool_call>'
-TOOL_ROW = {
-    "responses_create_params": {
-        "input": [{"role": "user", "content": "how's the weather in SF?"}],
-        "tools": [
-            {
-                "type": "function",
-                "name": "get_weather",
-                "description": "",
-                "strict": True,
-                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-            }
-        ],
-    }
-}
 
 
 def _ms(samples: list[float]) -> str:
@@ -83,7 +69,7 @@ def bench_math(rounds: int) -> None:
 def bench_tool_call(rounds: int) -> None:
     env = gym.make("nemo-gym/example_single_tool_call-v0", max_turns=10_000, max_episode_steps=10_000)
     client = env.unwrapped.client
-    env.reset(options={"task": TOOL_ROW})
+    env.reset(options={"task": WEATHER_ROW})
     # the same session, the same kind of connection (TCP_NODELAY, as the adapter's)
     direct = httpx.Client(cookies=client._http().cookies, transport=nodelay_transport())
     url = f"{client.base_url}/get_weather"
@@ -97,7 +83,7 @@ def bench_tool_call(rounds: int) -> None:
         reply.text  # noqa: B018 - read the body, as the adapter does
         raw.append(time.perf_counter() - start)
         if len(env.unwrapped._messages) > 200:  # keep the transcript short: a new episode now and then
-            env.reset(options={"task": TOOL_ROW})
+            env.reset(options={"task": WEATHER_ROW})
     overhead = (statistics.median(adapter) - statistics.median(raw)) * 1e3
     print(f"\n2. One tool call, {rounds} alternating rounds")
     print(f"   through the adapter (env.step)     {_ms(adapter)}")
@@ -109,7 +95,7 @@ def bench_tool_call(rounds: int) -> None:
 
 def _episodes(env: Any, count: int, done: list[int], lost: list[str]) -> None:
     for _ in range(count):
-        env.reset(options={"task": TOOL_ROW})
+        env.reset(options={"task": WEATHER_ROW})
         env.step(CALL)
         _, reward, terminated, _, info = env.step("It is cold in SF.")
         if terminated and reward == 1.0:

@@ -29,18 +29,24 @@ JUDGE = re.compile(
 )
 
 
-def agent_max_steps(name: str) -> int | None:
-    """``max_steps`` of the NeMo Gym agent that plays the server's example dataset (its first config's agent)."""
+def config_sections(name: str) -> list[dict[str, Any]]:
+    """The top-level sections of the server's ``configs/*.yaml`` (in file order; files that do not parse skipped)."""
+    sections = []
     for path in sorted((runtime.server_dir(name) / "configs").glob("*.yaml")):
         try:
             conf = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError:
             continue
-        for top in conf.values():
-            agents = top.get("responses_api_agents") if isinstance(top, dict) else None
-            for agent in (agents or {}).values():
-                if isinstance(agent, dict) and isinstance(agent.get("max_steps"), int):
-                    return agent["max_steps"]
+        sections += [top for top in conf.values() if isinstance(top, dict)]
+    return sections
+
+
+def agent_max_steps(name: str) -> int | None:
+    """``max_steps`` of the NeMo Gym agent that plays the server's example dataset (its first config's agent)."""
+    for top in config_sections(name):
+        for agent in (top.get("responses_api_agents") or {}).values():
+            if isinstance(agent, dict) and isinstance(agent.get("max_steps"), int):
+                return agent["max_steps"]
     return None
 
 
@@ -49,19 +55,13 @@ def model_refs(name: str) -> list[str]:
     OpenAI base URL, ``judge_base_url``); none when its config turns the judge off (math_with_judge's
     ``should_use_judge: false``)."""
     refs = []
-    for path in sorted((runtime.server_dir(name) / "configs").glob("*.yaml")):
-        try:
-            conf = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError:
-            continue
-        for top in conf.values():
-            fields = (top.get("resources_servers") or {}).get(name) if isinstance(top, dict) else None
-            fields = fields or {}
-            if any("use_judge" in key and value is False for key, value in fields.items()):
-                return []
-            for key, value in fields.items():
-                if (isinstance(value, dict) and value.get("type") == "responses_api_models") or key == "judge_base_url":
-                    refs.append(key)
+    for top in config_sections(name):
+        fields = (top.get("resources_servers") or {}).get(name) or {}
+        if any("use_judge" in key and value is False for key, value in fields.items()):
+            return []
+        for key, value in fields.items():
+            if (isinstance(value, dict) and value.get("type") == "responses_api_models") or key == "judge_base_url":
+                refs.append(key)
     return sorted(set(refs))
 
 

@@ -26,6 +26,7 @@ from gym_nemo.nemo_gym import runtime
 from gym_nemo.nemo_gym.server import ServerStartError, server_pid, start_server
 from gym_nemo.nemo_gym.table import judge_servers, offline_servers, servers
 from gym_nemo.testing.nemo_gym_coverage import (
+    WEATHER_ROW,
     RecordedJudge,
     replay,
     replay_server,
@@ -46,20 +47,6 @@ def _runtime_ready() -> str | None:
 
 
 needs_runtime = pytest.mark.skipif(_runtime_ready() is not None, reason=f"NeMo Gym runtime: {_runtime_ready()}")
-TOOL_ROW = {
-    "responses_create_params": {
-        "input": [{"role": "user", "content": "how's the weather in SF?"}],
-        "tools": [
-            {
-                "type": "function",
-                "name": "get_weather",
-                "description": "",
-                "strict": True,
-                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-            }
-        ],
-    }
-}
 CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "SF"}}\n</tool_call>'
 
 
@@ -356,7 +343,7 @@ def test_make_vec_token_env_and_collector(tmp_path: Path) -> None:
 
     tok = build_tokenizer("chatml")
     env = TokenEnv(gym.make("nemo-gym/example_single_tool_call-v0"), tok)
-    env.reset(options={"task": TOOL_ROW})
+    env.reset(options={"task": WEATHER_ROW})
     obs, _, _, _, info = env.step(tok.encode(CALL, add_special_tokens=False) + env.end_of_turn_ids)
     assert "cold" in tok.decode(obs)  # the server's tool result reaches the token stream
     ids = tok.encode("It is cold.", add_special_tokens=False) + env.end_of_turn_ids
@@ -401,7 +388,7 @@ def test_server_error_status_is_an_infra_error_not_a_reward() -> None:
 @needs_runtime
 def test_server_killed_mid_episode_truncates_and_the_next_episode_restarts_it() -> None:
     env = gym.make("nemo-gym/example_single_tool_call-v0")
-    env.reset(options={"task": TOOL_ROW})
+    env.reset(options={"task": WEATHER_ROW})
     env.step(CALL)
     pid = server_pid("example_single_tool_call")
     assert pid is not None
@@ -409,7 +396,7 @@ def test_server_killed_mid_episode_truncates_and_the_next_episode_restarts_it() 
     time.sleep(0.2)
     _, reward, terminated, truncated, info = env.step("It is cold.")
     assert truncated and not terminated and "unreachable" in info["infra_error"]
-    env.reset(options={"task": TOOL_ROW})
+    env.reset(options={"task": WEATHER_ROW})
     new_pid = server_pid("example_single_tool_call")
     assert new_pid is not None and new_pid != pid
     env.step(CALL)

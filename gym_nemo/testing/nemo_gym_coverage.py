@@ -23,12 +23,30 @@ import gymnasium as gym
 from gym_nemo.core.errors import InfraError
 from gym_nemo.core.responses import output_text
 from gym_nemo.core.task import input_messages, read_jsonl
+from gym_nemo.nemo_gym.judge import request_messages
 from gym_nemo.nemo_gym.runtime import server_dir
 from gym_nemo.nemo_gym.server import drop_nulls
 from gym_nemo.rollout.engine import EpisodeTrace, play
 
 #: Fields a rollout row adds to its task row (results of the agent and verifier), dropped before a replay.
 _ROLLOUT_KEYS = ("response", "reward", "terminated", "truncated", "info", "_ng_task_index", "_ng_rollout_index")
+
+
+#: A task row of NeMo Gym's example_single_tool_call server (its ``get_weather`` tool), for tests and benchmarks.
+WEATHER_ROW = {
+    "responses_create_params": {
+        "input": [{"role": "user", "content": "how's the weather in SF?"}],
+        "tools": [
+            {
+                "type": "function",
+                "name": "get_weather",
+                "description": "",
+                "strict": True,
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+            }
+        ],
+    }
+}
 
 
 def _prompt(row: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -57,9 +75,10 @@ def task_row(rollout: Mapping[str, Any], examples: Sequence[Mapping[str, Any]]) 
     prompt = _prompt(rollout)
     if isinstance(index, int) and 0 <= index < len(examples):
         example = examples[index]  # the exact row (prompts repeat: circle_count, grl_sokoban)
-        if _prompt(example) == prompt:
+        own = _prompt(example)
+        if own == prompt:
             return {**example, "responses_create_params": rollout["responses_create_params"]}
-        if _prompt(example) and prompt[: len(_prompt(example))] == _prompt(example):
+        if own and prompt[: len(own)] == own:
             return dict(example)
     base = {_prompt_key(e): e for e in examples}.get(_prompt_key(rollout))
     if base is None:  # without what the agent and verifier added (fields no example row has: a verdict, say)
@@ -101,17 +120,9 @@ def _normalized(text: str) -> str:
     return " ".join(text.split())
 
 
-def _prompt_text(messages: Any) -> str:
-    """A judge prompt's text (the contents of its messages), whitespace-normalized, for matching."""
-    if isinstance(messages, str):
-        return _normalized(messages)
-    parts = []
-    for message in messages or []:
-        content = message.get("content") if isinstance(message, Mapping) else None
-        if isinstance(content, list):
-            content = "".join(str(p.get("text") or "") for p in content if isinstance(p, Mapping))
-        parts.append(str(content or ""))
-    return _normalized("\n".join(parts))
+def _prompt_text(prompt: Any) -> str:
+    """A judge prompt's text (a Responses ``input``: a string or messages), whitespace-normalized, for matching."""
+    return _normalized("\n".join(m["content"] for m in request_messages({"input": prompt})))
 
 
 def recorded_judgments(rollout: Mapping[str, Any]) -> list[tuple[str | None, str]]:
